@@ -1,0 +1,6 @@
+"""The RD4AD model: frozen teacher -> one-class bottleneck (OCBE) -> student decoder."""
+
+from rdbench.models.backbones import BACKBONES, BackboneSpec, TeacherWeightsError
+from rdbench.models.rd import RDModel, build_rd_model
+
+__all__ = ["BACKBONES", "BackboneSpec", "RDModel", "TeacherWeightsError", "build_rd_model"]
