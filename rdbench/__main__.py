@@ -1,0 +1,3 @@
+from rdbench.cli import app
+
+app(prog_name="rdbench")

@@ -1,0 +1,78 @@
+"""run_one(RunConfig) -> run record: the only place that trains, evaluates and writes a record."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from rdbench.config import RunConfig
+from rdbench.device import resolve_device
+from rdbench.evaluate import evaluate
+from rdbench.models.rd import build_rd_model
+from rdbench.protocol import get_protocol
+from rdbench.records import environment, new_record, record_path, write_record
+from rdbench.train import TrainingError, save_model, train
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bool = True,
+            resume: bool = False, keep_model: bool = True) -> dict:
+    """Train and evaluate one config and write its record to ``results_dir/runs``.
+
+    A failure (bad data, NaN loss, out of memory...) is written as a record with status "failed"
+    and its error, and returned, not raised: a sweep goes on with the next run."""
+    results_dir = Path(results_dir)
+    path = record_path(results_dir, config)
+    record = new_record(config)
+    t0 = time.perf_counter()
+    device = None
+    try:
+        protocol = get_protocol(config.protocol)
+        protocol.check_data(config)
+        device = resolve_device(config.device)
+        if device.type == "cuda":  # repeatable kernels; the cost is small for this model
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        record["environment"] = environment(device)
+        train_set, test_set = protocol.datasets(config)
+        torch.manual_seed(config.seed)  # the initial weights depend on this seed alone
+        model = build_rd_model(config.backbone, config.weights, config.bottleneck)
+        record["teacher_weights"] = model.weights_info
+        ckpt = results_dir / "checkpoints" / f"{path.stem}.pt"
+        fit = train(model, train_set, config, device, checkpoint=ckpt, resume=resume, progress=progress)
+        ev = evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size)
+        record.update({
+            "status": "ok", "metrics": ev.metrics,
+            "per_image": {"path": ev.paths, "defect": ev.defects, "label": ev.labels, "score": ev.scores},
+            "loss_curve": fit.loss_curve,
+            "timings": {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
+                        "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
+                        "resumed_from_epoch": fit.resumed_from_epoch},
+            "counts": {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)},
+        })
+        if keep_model:
+            save_model(ckpt, model, config)
+            record["model_path"] = str(ckpt)
+        else:
+            ckpt.unlink(missing_ok=True)
+    except Exception as exc:  # a failed run is a result too
+        record["status"] = "failed"
+        record["error"] = _error_text(exc)
+        record["traceback"] = traceback.format_exc(limit=8)
+        if isinstance(exc, TrainingError) and exc.epoch is not None:
+            record["failed_epoch"] = exc.epoch
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            record["error"] += " -- hint: lower --batch-size or --image-size, or use a smaller backbone"
+        record.setdefault("environment", environment(device))
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["wall_s"] = time.perf_counter() - t0
+    record["record_path"] = str(path)
+    write_record(record, path)
+    return record

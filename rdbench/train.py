@@ -1,0 +1,149 @@
+"""Training: the authors' loop (Adam on decoder + bottleneck, teacher frozen), with checkpoints,
+resume, a progress bar, and a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from rdbench.config import RunConfig
+from rdbench.losses import distillation_loss
+from rdbench.models.rd import RDModel
+
+# Preloading the (deterministic, un-augmented) training set saves re-decoding and resizing every
+# image each epoch; above this budget the images are read per batch instead.
+PRELOAD_BUDGET_BYTES = 2 * 1024**3
+
+
+class TrainingError(RuntimeError):
+    def __init__(self, message: str, epoch: int | None = None):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+@dataclass
+class TrainResult:
+    loss_curve: list[float] = field(default_factory=list)  # mean loss per epoch
+    seconds: float = 0.0
+    images_seen: int = 0
+    resumed_from_epoch: int = 0
+
+
+def select_layers(feats: list[torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
+    return [feats[i - 1] for i in layers]
+
+
+class _Batches:
+    """Shuffled mini-batches of a dataset, either from memory or read on the fly."""
+
+    def __init__(self, dataset: Dataset, batch_size: int):
+        self.dataset, self.batch_size, self.n = dataset, batch_size, len(dataset)
+        if self.n == 0:
+            raise TrainingError("the training set is empty")
+        first = dataset[0]
+        self.cache = None
+        if first.numel() * first.element_size() * self.n <= PRELOAD_BUDGET_BYTES:
+            self.cache = torch.stack([first] + [dataset[i] for i in range(1, self.n)])
+
+    def epoch(self, generator: torch.Generator):
+        order = torch.randperm(self.n, generator=generator)
+        for start in range(0, self.n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if self.cache is not None:
+                yield self.cache[idx]
+            else:
+                yield torch.stack([self.dataset[int(i)] for i in idx])
+
+
+def _save_checkpoint(path: Path, model: RDModel, opt: torch.optim.Optimizer, epoch: int,
+                     result: TrainResult, generator: torch.Generator, config: RunConfig) -> None:
+    state = {"epoch": epoch, "bottleneck": model.bottleneck.state_dict(), "decoder": model.decoder.state_dict(),
+             "optimizer": opt.state_dict(), "loss_curve": result.loss_curve, "images_seen": result.images_seen,
+             "generator": generator.get_state(), "config": config.to_dict(), "config_hash": config.hash()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a checkpoint is never half-written
+
+
+def save_model(path: Path, model: RDModel, config: RunConfig) -> None:
+    """The trained bottleneck and decoder with their config (no optimiser state: a third the size)."""
+    state = {"bottleneck": model.bottleneck.state_dict(), "decoder": model.decoder.state_dict(),
+             "config": config.to_dict(), "config_hash": config.hash(), "teacher_weights": model.weights_info}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: RDModel, config: RunConfig | None = None) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise TrainingError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if config is not None and state.get("config_hash") != config.hash():
+        raise TrainingError(f"checkpoint {path} was written for another config (hash "
+                            f"{state.get('config_hash')}, this run {config.hash()}); delete it or change --resume")
+    model.bottleneck.load_state_dict(state["bottleneck"])
+    model.decoder.load_state_dict(state["decoder"])
+    return state
+
+
+def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.device,
+          checkpoint: Path | None = None, resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train ``model`` in place. The seed of the shuffling generator is the run's seed, so a run is
+    repeatable; resuming restores weights, optimiser and generator state and continues exactly."""
+    model.to(device)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas)
+    generator = torch.Generator().manual_seed(config.seed)
+    result = TrainResult()
+    start_epoch = 0
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, model, config)
+        opt.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        result.loss_curve = list(state["loss_curve"])
+        result.images_seen = state["images_seen"]
+        start_epoch = result.resumed_from_epoch = state["epoch"]
+        model.to(device)
+    batches = _Batches(dataset, config.batch_size)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.category}", disable=not progress,
+               initial=start_epoch, total=config.epochs, leave=False)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for x in batches.epoch(generator):
+            x = x.to(device, non_blocking=True)
+            with torch.no_grad():
+                t = model.teacher(x)
+            s = model.student(t)
+            loss = distillation_loss(config.loss, select_layers(t, config.layers),
+                                     select_layers(s, config.layers))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(f"loss became {value} at epoch {epoch + 1}; lower --lr or check the "
+                                    "input data", epoch=epoch + 1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += value * x.shape[0]
+            count += x.shape[0]
+        mean = total / count
+        result.loss_curve.append(mean)
+        result.images_seen += count
+        bar.set_postfix(loss=f"{mean:.4f}")
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, mean)
+    result.seconds = time.perf_counter() - t0
+    return result

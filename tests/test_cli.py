@@ -1,0 +1,88 @@
+"""The command line as a user meets it: exit codes and messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rdbench.cli import app
+
+runner = CliRunner()
+OFFICIAL = Path(__file__).parent / "data" / "official_fingerprints.json"
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_list():
+    res = _run("list")
+    assert res.exit_code == 0 and "wide_resnet50_2" in res.output and "mvtec" in res.output
+
+
+def test_run_end_to_end(tiny_mvtec, tmp_path):
+    res = _run("run", "--data-root", tiny_mvtec, "--category", "bottle", "--backbone", "resnet18",
+               "--epochs", "1", "--image-size", "64", "--batch-size", "2", "--weights", "none",
+               "--seed", "3", "--results", tmp_path, "--no-progress", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "RANDOM TEACHER" in res.output
+    metrics = json.loads(res.output.splitlines()[1])
+    assert set(metrics) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
+    records = list((tmp_path / "runs").glob("mvtec_bottle_resnet18_*.json"))
+    assert len(records) == 1 and str(records[0]) in res.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backbone", "vgg16"], "unknown backbone 'vgg16'; valid backbones: resnet18, resnet34, resnet50"),
+    (["--protocol", "cifar"], "unknown protocol 'cifar'; valid protocols: mvtec"),
+    (["--bottleneck", "x"], "valid bottlenecks: pre, pre+oce, pre+oce+mff"),
+    (["--layers", "1,x"], "--layers must be comma-separated integers"),
+    (["--layers", "4"], "layers must be a non-empty subset of 1, 2, 3"),
+    (["--image-size", "100"], "multiple of 32"),
+])
+def test_bad_options_fail_cleanly(tiny_mvtec, tmp_path, args, message):
+    res = _run("run", "--data-root", tiny_mvtec, "--category", "bottle", "--results", tmp_path, *args)
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_missing_data_root_names_path_and_layout(tmp_path):
+    res = _run("run", "--data-root", tmp_path / "nowhere", "--category", "carpet", "--weights", "none",
+               "--backbone", "resnet18", "--results", tmp_path / "res", "--no-progress")
+    assert res.exit_code == 1
+    assert str(tmp_path / "nowhere") in res.output and "train" in res.output
+    assert "Traceback" not in res.output
+    # the failure is recorded too, so a sweep can report it
+    (rec,) = (tmp_path / "res" / "runs").glob("*.json")
+    assert json.loads(rec.read_text())["status"] == "failed"
+
+
+def test_missing_imagenet_weights_message(tiny_mvtec, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    res = _run("run", "--data-root", tiny_mvtec, "--category", "bottle", "--backbone", "resnet18",
+               "--results", tmp_path / "res", "--no-progress", "--epochs", "1", "--image-size", "64")
+    assert res.exit_code == 1
+    assert "resnet18-f37072fd.pth" in res.output and str(tmp_path / "th") in res.output
+
+
+def test_parity_command_matches_official():
+    res = runner.invoke(app, ["parity", "--backbone", "resnet18", "--official", str(OFFICIAL)])
+    assert res.exit_code == 0, res.stderr
+    fp = json.loads(res.stdout)
+    assert fp["backbone"] == "resnet18" and fp["ocbe_param_count"] == 12205312
+    assert "parity with" in res.stderr and "OK" in res.stderr
+
+
+def test_parity_rejects_bad_shape():
+    res = _run("parity", "--backbone", "resnet18", "--input-shape", "2,3,100,100")
+    assert res.exit_code == 2 and "multiples of 32" in res.output
+
+
+def test_make_synthetic_rejects_unknown_category(tmp_path):
+    res = _run("make-synthetic", "--out", tmp_path, "--categories", "brick,moon")
+    assert res.exit_code == 2 and "moon" in res.output and "brick" in res.output

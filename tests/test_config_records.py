@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from rdbench.config import RunConfig
+from rdbench.records import read_records, record_filename, write_record
+
+
+def test_hash_stable_and_ignores_device():
+    a = RunConfig(category="grid", seed=1)
+    assert a.hash() == RunConfig.from_dict(json.loads(json.dumps(a.to_dict()))).hash()
+    assert a.hash() == a.replace(device="cuda", eval_batch_size=1).hash()
+    assert a.hash() != a.replace(seed=2).hash()
+    assert a.hash() != a.replace(layers=(2, 3)).hash()
+    assert a.hash() != a.replace(extra={"k": 1}).hash()
+    assert len(a.hash()) == 16
+
+
+def test_paper_defaults():
+    c = RunConfig()
+    assert (c.lr, c.betas, c.epochs, c.batch_size, c.image_size, c.gaussian_sigma) == (
+        0.005, (0.5, 0.999), 200, 16, 256, 4.0)
+    assert (c.backbone, c.bottleneck, c.loss, c.layers) == ("wide_resnet50_2", "pre+oce+mff", "flat", (1, 2, 3))
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"layers": (0, 1)}, "subset of 1, 2, 3"), ({"layers": ()}, "subset"), ({"epochs": 0}, "epochs"),
+    ({"image_size": 100}, "multiple of 32"),
+])
+def test_config_validation(change, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**change)
+
+
+def test_unknown_field_rejected():
+    with pytest.raises(ValueError, match="unknown RunConfig fields"):
+        RunConfig.from_dict({"epoch": 3})
+
+
+def test_atomic_write_keeps_old_record_on_failure(tmp_path):
+    path = tmp_path / "runs" / record_filename(RunConfig())
+    write_record({"config": {}, "status": "ok", "n": 1}, path)
+
+    class Boom:  # json.dump fails half-way through
+        def __repr__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(TypeError):
+        write_record({"config": {}, "status": "ok", "bad": Boom()}, path)
+    assert json.loads(path.read_text())["n"] == 1
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_unwritable_results_dir_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        target = tmp_path / "file"
+        target.write_text("x")  # a file where a folder is needed fails for root too
+        bad = target / "runs" / "r.json"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        bad = tmp_path / "ro" / "runs" / "r.json"
+    with pytest.raises(OSError, match="choose a writable --results folder"):
+        write_record({"config": {}, "status": "ok"}, bad)
+
+
+def test_read_records_skips_corrupt(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_record({"config": {"a": 1}, "status": "ok"}, runs / "good.json")
+    (runs / "broken.json").write_text("{ not json")
+    (runs / "other.json").write_text("[1, 2]")
+    recs = read_records(tmp_path)
+    assert recs == [{"config": {"a": 1}, "status": "ok"}]
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "other.json" in err

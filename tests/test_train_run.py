@@ -1,0 +1,121 @@
+"""Training, evaluation and run records on the tiny on-disk MVTec tree (random teacher, 64 px)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rdbench.config import RunConfig
+from rdbench.models.rd import build_rd_model
+from rdbench.protocol import get_protocol
+from rdbench.run import run_one
+from rdbench.train import TrainingError, train
+
+
+def _config(root, **kw):
+    base = dict(protocol="mvtec", data_root=str(root), category="carpet", backbone="resnet18", weights="none",
+                epochs=2, batch_size=2, image_size=64, seed=7, device="cpu")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_run_writes_complete_record(tiny_mvtec, tmp_path):
+    rec = run_one(_config(tiny_mvtec), tmp_path / "res", progress=False)
+    assert rec["status"] == "ok", rec.get("traceback")
+    on_disk = json.loads((tmp_path / "res" / "runs" / f"mvtec_carpet_resnet18_{rec['config_hash']}.json").read_text())
+    assert on_disk["config"]["category"] == "carpet" and on_disk["seed"] == 7
+    assert set(on_disk["metrics"]) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
+    assert all(0 <= v <= 1 for v in on_disk["metrics"].values())
+    assert on_disk["per_image"]["label"] == [0, 0, 1, 1]  # good/000-001, hole/000-001, sorted
+    assert len(on_disk["per_image"]["score"]) == 4 and len(on_disk["loss_curve"]) == 2
+    assert on_disk["teacher_weights"]["kind"] == "random"
+    env = on_disk["environment"]
+    for key in ("torch", "torchvision", "python", "cuda", "device", "device_name", "commit", "dirty"):
+        assert key in env
+    assert on_disk["timings"]["train_s"] > 0 and on_disk["timings"]["eval_images_per_s"] > 0
+    assert on_disk["counts"] == {"train": 4, "test": 4, "test_anomalous": 2}
+
+
+def test_same_seed_same_metrics_bit_for_bit(tiny_mvtec, tmp_path):
+    a = run_one(_config(tiny_mvtec), tmp_path / "a", progress=False)
+    b = run_one(_config(tiny_mvtec), tmp_path / "b", progress=False)
+    assert a["metrics"] == b["metrics"] and a["loss_curve"] == b["loss_curve"]
+    assert a["per_image"]["score"] == b["per_image"]["score"]
+    c = run_one(_config(tiny_mvtec, seed=8), tmp_path / "c", progress=False)
+    assert c["loss_curve"] != a["loss_curve"]
+
+
+def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path):
+    cfg = _config(tiny_mvtec, epochs=3)
+    protocol = get_protocol("mvtec")
+    train_set, _ = protocol.datasets(cfg)
+
+    def fresh():
+        torch.manual_seed(cfg.seed)
+        return build_rd_model(cfg.backbone, cfg.weights)
+
+    full = fresh()
+    ref = train(full, train_set, cfg, torch.device("cpu"), progress=False)
+    ckpt = tmp_path / "ck.pt"
+    part = fresh()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, loss):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(part, train_set, cfg, torch.device("cpu"), checkpoint=ckpt, progress=False, on_epoch=stop_after_two)
+    resumed = fresh()
+    res = train(resumed, train_set, cfg, torch.device("cpu"), checkpoint=ckpt, resume=True, progress=False)
+    assert res.resumed_from_epoch == 2
+    assert res.loss_curve == ref.loss_curve
+    for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_training_reduces_loss(tiny_mvtec):
+    cfg = _config(tiny_mvtec, epochs=6)
+    train_set, _ = get_protocol("mvtec").datasets(cfg)
+    torch.manual_seed(0)
+    model = build_rd_model("resnet18", "none")
+    res = train(model, train_set, cfg, torch.device("cpu"), progress=False)
+    assert res.loss_curve[-1] < 0.5 * res.loss_curve[0]
+
+
+def test_nan_loss_stops_run_with_epoch(tiny_mvtec, tmp_path, monkeypatch):
+    import rdbench.train as train_mod
+
+    calls = {"n": 0}
+    real = train_mod.distillation_loss
+
+    def nan_on_third(kind, t, s):
+        calls["n"] += 1
+        loss = real(kind, t, s)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(train_mod, "distillation_loss", nan_on_third)
+    rec = run_one(_config(tiny_mvtec, epochs=3), tmp_path, progress=False)
+    assert rec["status"] == "failed" and rec["failed_epoch"] == 2
+    assert "loss became nan at epoch 2" in rec["error"]
+    assert json.loads((tmp_path / "runs" / f"mvtec_carpet_resnet18_{rec['config_hash']}.json").read_text())[
+        "status"] == "failed"
+
+
+def test_missing_category_fails_before_training(tiny_mvtec, tmp_path):
+    rec = run_one(_config(tiny_mvtec, category="zipper"), tmp_path, progress=False)
+    assert rec["status"] == "failed"
+    assert "zipper" in rec["error"] and "carpet" in rec["error"]  # names what exists
+    assert "loss_curve" not in rec
+
+
+def test_layer_subset_changes_maps(tiny_mvtec, tmp_path):
+    a = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
+    b = run_one(_config(tiny_mvtec, epochs=1, layers=(3,)), tmp_path, progress=False)
+    assert a["config_hash"] != b["config_hash"]
+    assert not np.allclose(a["per_image"]["score"], b["per_image"]["score"])
