@@ -12,7 +12,7 @@ from rdbench.config import RunConfig
 from rdbench.models.rd import build_rd_model
 from rdbench.protocol import get_protocol
 from rdbench.run import run_one
-from rdbench.train import TrainingError, train
+from rdbench.train import train
 
 
 def _config(root, **kw):
