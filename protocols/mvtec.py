@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset, Subset
 
 from rdbench.config import RunConfig
-from rdbench.data.mvtec import MVTecTest, MVTecTrain, check_category
+from rdbench.data.mvtec import DatasetError, MVTecTest, MVTecTrain, check_category
 from rdbench.protocol import Protocol, register_protocol
 
 
@@ -18,7 +18,13 @@ class MVTecProtocol(Protocol):
     description = "MVTec AD layout: <root>/<category>/{train/good, test/<defect>, ground_truth/<defect>}"
 
     def check_data(self, config: RunConfig) -> None:
-        check_category(config.data_root, config.category)
+        # deep: decode every image and mask now (seconds) rather than fail after 200 epochs (hours)
+        files = check_category(config.data_root, config.category, deep=True)
+        labels = {s.label for s in files.test}
+        if labels != {0, 1}:
+            missing = "normal (test/good)" if 0 not in labels else "anomalous (test/<defect>)"
+            raise DatasetError(f"{files.root / config.category / 'test'} has no {missing} images; detection "
+                               f"metrics need both. Fix: add them, or choose another category.")
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
         train: Dataset = MVTecTrain(config.data_root, config.category, config.image_size)

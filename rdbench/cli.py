@@ -80,11 +80,16 @@ def run(
                            seed=seed, device=device, max_train_images=max_train_images)
     except ValueError as exc:
         _fail(str(exc))
-    record = run_one(config, results, progress=progress, resume=resume)
+    try:
+        record = run_one(config, results, progress=progress, resume=resume)
+    except OSError as exc:  # results folder unwritable: nothing could be recorded
+        _fail(str(exc))
     if record["status"] != "ok":
         _fail(f"run failed: {record['error']}\nrecord: {record['record_path']}", code=1)
     typer.echo(_teacher_banner(record.get("teacher_weights")))
-    typer.echo(json.dumps({k: round(v, 4) for k, v in record["metrics"].items()}))
+    typer.echo(json.dumps({k: None if v is None else round(v, 4) for k, v in record["metrics"].items()}))
+    for name, why in record.get("metric_errors", {}).items():
+        typer.secho(f"warning: {name} not computed: {why}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"record: {record['record_path']}")
 
 
@@ -129,11 +134,18 @@ def parity(
         _fail(f"--input-shape must be N,3,H,W, got {input_shape!r}")
     if shape[2] % 32 or shape[3] % 32:
         _fail(f"H and W of --input-shape must be multiples of 32 (the bottleneck works at 1/32), got {input_shape!r}")
+    records = None
+    if official is not None:
+        try:
+            records = json.loads(official.read_text())
+            ref = [r for r in records if r["backbone"] == backbone and r["seed"] == seed
+                   and list(r["input_shape"]) == list(shape) and r["input_seed"] == input_seed]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _fail(f"cannot read official fingerprints {official}: {type(exc).__name__}: {exc}; expected the JSON "
+                  "list of records of shared/parity/official_fingerprints.json")
     fp = fingerprint(backbone, seed=seed, input_shape=shape, input_seed=input_seed)
     typer.echo(json.dumps(fp, indent=1))
-    if official is not None:
-        ref = [r for r in json.loads(official.read_text()) if r["backbone"] == backbone
-               and r["seed"] == seed and list(r["input_shape"]) == list(shape) and r["input_seed"] == input_seed]
+    if records is not None:
         if not ref:
             _fail(f"{official} holds no record for {backbone} seed {seed} shape {shape} input seed {input_seed}")
         bad = compare(fp, ref[0])
@@ -172,12 +184,23 @@ def demo(
 
     from rdbench.demo import DemoSettings, run_demo, summary_table
 
+    from rdbench.data.synthetic import SYNTHETIC_CATEGORIES
+
     settings = DemoSettings()
     if epochs is not None:
+        if epochs < 1:
+            _fail(f"--epochs must be >= 1, got {epochs}")
         settings = dataclasses.replace(settings, epochs=epochs)
     if categories:
-        settings = dataclasses.replace(settings, categories=tuple(c for c in categories.split(",") if c))
-    records = run_demo(out, settings, progress=progress, device=device)
+        cats = tuple(c for c in categories.split(",") if c)
+        unknown = [c for c in cats if c not in SYNTHETIC_CATEGORIES]
+        if unknown:
+            _fail(f"unknown synthetic categories {', '.join(unknown)}; valid: {', '.join(SYNTHETIC_CATEGORIES)}")
+        settings = dataclasses.replace(settings, categories=cats)
+    try:
+        records = run_demo(out, settings, progress=progress, device=device)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
     typer.echo("")
     typer.echo(summary_table(records))
     typer.echo(f"records: {Path(out) / 'runs'}")

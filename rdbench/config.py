@@ -1,4 +1,4 @@
-"""RunConfig: everything that determines a run's result, frozen and hashable.
+"""RunConfig: everything that determines a run's result, frozen; ``hash()`` is its stable id.
 
 Defaults are the paper's (and the authors' main.py) unless a comment says otherwise.
 """
@@ -37,16 +37,17 @@ class RunConfig:
     NON_RESULT_FIELDS = ("device", "eval_batch_size")
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        layers = tuple(int(x) for x in self.layers)
+        if not layers or any(x not in (1, 2, 3) for x in layers) or len(set(layers)) != len(layers):
+            raise ValueError(f"layers must be a non-empty subset of 1, 2, 3 without repeats; got {layers}")
+        object.__setattr__(self, "layers", tuple(sorted(layers)))  # 3,2 and 2,3 are one run
         object.__setattr__(self, "betas", tuple(float(x) for x in self.betas))
-        bad = [x for x in self.layers if x not in (1, 2, 3)]
-        if not self.layers or bad:
-            raise ValueError(f"layers must be a non-empty subset of 1, 2, 3; got {self.layers}")
         for name in ("epochs", "batch_size", "image_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32 (the OCBE works at 1/32), got {self.image_size}")
+        if self.image_size % 32 or self.image_size < 64:
+            raise ValueError(f"image_size must be a multiple of 32 and at least 64 (the OCBE works at 1/32 and "
+                             f"its batch norm needs more than one value per channel), got {self.image_size}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

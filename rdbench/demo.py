@@ -64,6 +64,10 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
     return records
 
 
+def _pct(value: float | None) -> str:
+    return f"{'n/a':>11}" if value is None else f"{100 * value:>11.1f}"
+
+
 def summary_table(records: list[dict]) -> str:
     """A plain-text table of the demo's metrics, percent like the paper's tables."""
     cols = ("image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad")
@@ -74,9 +78,12 @@ def summary_table(records: list[dict]) -> str:
         if r["status"] != "ok":
             lines.append(f"{cat:<10} {teacher:<8} failed: {r['error']}")
             continue
-        lines.append(f"{cat:<10} {teacher:<8} " + " ".join(f"{100 * r['metrics'][c]:>11.1f}" for c in cols))
+        lines.append(f"{cat:<10} {teacher:<8} " + " ".join(_pct(r["metrics"][c]) for c in cols))
     ok = [r for r in records if r["status"] == "ok"]
     if ok:
-        means = [100 * sum(r["metrics"][c] for r in ok) / len(ok) for c in cols]
-        lines.append(f"{'mean':<10} {'':<8} " + " ".join(f"{m:>11.1f}" for m in means))
+        means = []
+        for c in cols:
+            vals = [r["metrics"][c] for r in ok if r["metrics"][c] is not None]
+            means.append(sum(vals) / len(vals) if vals else None)
+        lines.append(f"{'mean':<10} {'':<8} " + " ".join(_pct(m) for m in means))
     return "\n".join(lines)

@@ -27,6 +27,7 @@ class EvalResult:
     images_per_second: float
     maps: np.ndarray | None = field(default=None, repr=False)  # N x H x W smoothed maps, float32
     masks: np.ndarray | None = field(default=None, repr=False)
+    metric_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is None
 
 
 @torch.inference_mode()
@@ -58,12 +59,22 @@ def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: f
     all_maps = torch.cat(maps).numpy()
     all_masks = torch.cat(masks).numpy()
     scores = image_scores(torch.from_numpy(all_maps)).numpy()
-    result = {
-        "image_auroc": metrics.image_auroc(np.asarray(labels), scores),
-        "pixel_auroc": metrics.pixel_auroc(all_masks, all_maps),
-        "pro_mvtec": metrics.pro_auc(all_masks, all_maps, variant="mvtec"),
-        "pro_rd4ad": metrics.pro_auc(all_masks, all_maps, variant="rd4ad"),
+    # Each metric on its own: one that cannot be computed (e.g. defects that vanish when the masks
+    # are resized) is None with its reason, and the others and the per-image scores are kept.
+    todo = {
+        "image_auroc": lambda: metrics.image_auroc(np.asarray(labels), scores),
+        "pixel_auroc": lambda: metrics.pixel_auroc(all_masks, all_maps),
+        # MVTec's definition applied at the evaluation resolution, like every other metric here
+        "pro_mvtec": lambda: metrics.pro_auc(all_masks, all_maps, variant="mvtec"),
+        "pro_rd4ad": lambda: metrics.pro_auc(all_masks, all_maps, variant="rd4ad"),
     }
+    result: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+    for name, fn in todo.items():
+        try:
+            result[name] = fn()
+        except ValueError as exc:
+            result[name], errors[name] = None, str(exc)
     return EvalResult(result, [float(s) for s in scores], labels, paths, defects, seconds,
                       len(labels) / seconds if seconds > 0 else float("nan"),
-                      all_maps if keep_maps else None, all_masks if keep_maps else None)
+                      all_maps if keep_maps else None, all_masks if keep_maps else None, errors)

@@ -21,14 +21,20 @@ SCHEMA_VERSION = 1
 
 
 def git_state(cwd: Path | None = None) -> dict:
-    """Commit and dirty flag of the rdbench checkout (None when not run from a git checkout)."""
+    """Commit and dirty flag of the rdbench checkout; None when rdbench is not run from its own git
+    checkout (an installed copy inside some other repository must not report that repository)."""
     here = cwd or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != here.parent.resolve():
+            return {"commit": None, "dirty": None}
+        # untracked files count: a new protocol module changes what a run does
+        dirty = bool(git("status", "--porcelain", "--", str(here.parent / "rdbench"), str(here.parent / "protocols")))
+        return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
@@ -64,6 +70,17 @@ def new_record(config: RunConfig) -> dict:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def check_writable(folder: Path) -> None:
+    """Fail before any work when records could not be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write run records to {folder}: {exc.strerror}; choose a writable "
+                      f"--results folder") from None
+
+
 def write_record(record: dict, path: Path) -> Path:
     """Write atomically: a temp file in the same folder, fsync, then rename over the target, so a
     crash or a full disk never leaves a partial record and never damages an earlier one."""
@@ -79,6 +96,9 @@ def write_record(record: dict, path: Path) -> Path:
             json.dump(record, f, indent=1, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from datetime import datetime, timezone
@@ -14,22 +15,36 @@ from rdbench.device import resolve_device
 from rdbench.evaluate import evaluate
 from rdbench.models.rd import build_rd_model
 from rdbench.protocol import get_protocol
-from rdbench.records import environment, new_record, record_path, write_record
+from rdbench.records import check_writable, environment, new_record, record_path, write_record
 from rdbench.train import TrainingError, save_model, train
 
 
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+def checkpoint_paths(results_dir: Path, config: RunConfig) -> tuple[Path, Path]:
+    """(resume checkpoint written during training, trained model kept after success)."""
+    stem = record_path(results_dir, config).stem
+    folder = Path(results_dir) / "checkpoints"
+    return folder / f"{stem}.resume.pt", folder / f"{stem}.model.pt"
+
+
+def _previous_ok(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
 
 
 def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bool = True,
-            resume: bool = False, keep_model: bool = True) -> dict:
+            resume: bool = False, keep_model: bool = True, checkpoint_every_s: float = 60.0) -> dict:
     """Train and evaluate one config and write its record to ``results_dir/runs``.
 
-    A failure (bad data, NaN loss, out of memory...) is written as a record with status "failed"
-    and its error, and returned, not raised: a sweep goes on with the next run."""
+    A failure (bad data, NaN loss, out of memory...) is written as a record with status "failed" and
+    its error, and returned, not raised: a sweep goes on with the next run. A failure never replaces
+    an earlier successful record of the same config; it goes to ``runs/failed/`` instead.
+    An unwritable results folder raises OSError before any work, since nothing could be recorded."""
     results_dir = Path(results_dir)
     path = record_path(results_dir, config)
+    check_writable(path.parent)
+    resume_ckpt, model_file = checkpoint_paths(results_dir, config)
     record = new_record(config)
     t0 = time.perf_counter()
     device = None
@@ -45,34 +60,40 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
         torch.manual_seed(config.seed)  # the initial weights depend on this seed alone
         model = build_rd_model(config.backbone, config.weights, config.bottleneck)
         record["teacher_weights"] = model.weights_info
-        ckpt = results_dir / "checkpoints" / f"{path.stem}.pt"
-        fit = train(model, train_set, config, device, checkpoint=ckpt, resume=resume, progress=progress)
+        fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
+                    checkpoint_every_s=checkpoint_every_s)
+        record["loss_curve"] = fit.loss_curve
         ev = evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size)
         record.update({
             "status": "ok", "metrics": ev.metrics,
             "per_image": {"path": ev.paths, "defect": ev.defects, "label": ev.labels, "score": ev.scores},
-            "loss_curve": fit.loss_curve,
             "timings": {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
                         "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
                         "resumed_from_epoch": fit.resumed_from_epoch},
             "counts": {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)},
         })
+        if ev.metric_errors:
+            record["metric_errors"] = ev.metric_errors
         if keep_model:
-            save_model(ckpt, model, config)
-            record["model_path"] = str(ckpt)
-        else:
-            ckpt.unlink(missing_ok=True)
+            save_model(model_file, model, config)
+            record["model_path"] = str(model_file)
+        resume_ckpt.unlink(missing_ok=True)
     except Exception as exc:  # a failed run is a result too
         record["status"] = "failed"
-        record["error"] = _error_text(exc)
-        record["traceback"] = traceback.format_exc(limit=8)
-        if isinstance(exc, TrainingError) and exc.epoch is not None:
-            record["failed_epoch"] = exc.epoch
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc()
+        if isinstance(exc, TrainingError):
+            if exc.epoch is not None:
+                record["failed_epoch"] = exc.epoch
+            record["loss_curve"] = exc.loss_curve
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             record["error"] += " -- hint: lower --batch-size or --image-size, or use a smaller backbone"
         record.setdefault("environment", environment(device))
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_s"] = time.perf_counter() - t0
+    if record["status"] != "ok" and _previous_ok(path):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        path = path.parent / "failed" / f"{path.stem}.{stamp}.json"
     record["record_path"] = str(path)
     write_record(record, path)
     return record

@@ -78,6 +78,26 @@ def test_parity_command_matches_official():
     assert "parity with" in res.stderr and "OK" in res.stderr
 
 
+def test_parity_bad_official_file(tmp_path):
+    (tmp_path / "x.json").write_text("{oops")
+    res = _run("parity", "--backbone", "resnet18", "--official", tmp_path / "x.json")
+    assert res.exit_code == 2 and "cannot read official fingerprints" in res.output and "Traceback" not in res.output
+
+
+def test_unwritable_results_folder(tiny_mvtec, tmp_path):
+    (tmp_path / "f").write_text("a file, not a folder")
+    res = _run("run", "--data-root", tiny_mvtec, "--category", "bottle", "--backbone", "resnet18", "--weights",
+               "none", "--results", tmp_path / "f", "--no-progress")
+    assert res.exit_code == 2 and "choose a writable --results folder" in res.output
+
+
+@pytest.mark.parametrize("args,message", [(["--categories", "brick,moon"], "unknown synthetic categories moon"),
+                                          (["--epochs", "0"], "--epochs must be >= 1")])
+def test_demo_bad_options(tmp_path, args, message):
+    res = _run("demo", "--out", tmp_path, *args)
+    assert res.exit_code == 2 and message in res.output and not (tmp_path / "data").exists()
+
+
 def test_parity_rejects_bad_shape():
     res = _run("parity", "--backbone", "resnet18", "--input-shape", "2,3,100,100")
     assert res.exit_code == 2 and "multiples of 32" in res.output

@@ -27,12 +27,17 @@ def test_paper_defaults():
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"layers": (0, 1)}, "subset of 1, 2, 3"), ({"layers": ()}, "subset"), ({"epochs": 0}, "epochs"),
-    ({"image_size": 100}, "multiple of 32"),
+    ({"layers": (0, 1)}, "subset of 1, 2, 3"), ({"layers": ()}, "subset"), ({"layers": (1, 1)}, "repeats"),
+    ({"epochs": 0}, "epochs"), ({"image_size": 100}, "multiple of 32"), ({"image_size": 32}, "at least 64"),
 ])
 def test_config_validation(change, match):
     with pytest.raises(ValueError, match=match):
         RunConfig(**change)
+
+
+def test_layer_order_does_not_matter():
+    assert RunConfig(layers=(3, 2)).layers == (2, 3)
+    assert RunConfig(layers=(3, 2)).hash() == RunConfig(layers=(2, 3)).hash()
 
 
 def test_unknown_field_rejected():
@@ -75,3 +80,18 @@ def test_read_records_skips_corrupt(tmp_path, capsys):
     assert recs == [{"config": {"a": 1}, "status": "ok"}]
     err = capsys.readouterr().err
     assert "broken.json" in err and "other.json" in err
+
+
+def test_records_are_world_readable(tmp_path):
+    path = write_record({"config": {}, "status": "ok"}, tmp_path / "runs" / "r.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "banana"])
+def test_bad_device_names(name):
+    from rdbench.device import resolve_device
+
+    with pytest.raises(ValueError, match="cpu"):
+        resolve_device(name)

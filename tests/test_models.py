@@ -93,7 +93,17 @@ def test_imagenet_weights_read_from_hub_cache(tmp_path, monkeypatch):
     assert str(path) in msg and "resnet18-f37072fd.pth" in msg and "--weights none" in msg
     path.parent.mkdir(parents=True)
     sd = _save_resnet18(path)
+    # a file that is not the official one (its sha256 does not start f37072fd) is refused
+    with pytest.raises(TeacherWeightsError, match="sha256 starts .* the official file's f37072fd"):
+        build_rd_model("resnet18", "imagenet")
+    # ... and accepted when the digest fits (the prefix check is monkeypatched: no way to forge a sha256)
+    import hashlib
+
+    import rdbench.models.backbones as bb
+    real = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(bb, "expected_sha256_prefix", lambda url: real[:8])
     model = build_rd_model("resnet18", "imagenet")
+    assert model.weights_info["sha256"] == real
     assert torch.equal(model.teacher.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])
     assert model.weights_info["kind"] == "imagenet"
     assert model.weights_info["name"] == "ResNet18_Weights.IMAGENET1K_V1"

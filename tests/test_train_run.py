@@ -70,9 +70,11 @@ def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train(part, train_set, cfg, torch.device("cpu"), checkpoint=ckpt, progress=False, on_epoch=stop_after_two)
+        train(part, train_set, cfg, torch.device("cpu"), checkpoint=ckpt, progress=False, on_epoch=stop_after_two,
+              checkpoint_every_s=0)
     resumed = fresh()
-    res = train(resumed, train_set, cfg, torch.device("cpu"), checkpoint=ckpt, resume=True, progress=False)
+    res = train(resumed, train_set, cfg, torch.device("cpu"), checkpoint=ckpt, resume=True, progress=False,
+                checkpoint_every_s=0)
     assert res.resumed_from_epoch == 2
     assert res.loss_curve == ref.loss_curve
     for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
@@ -103,6 +105,7 @@ def test_nan_loss_stops_run_with_epoch(tiny_mvtec, tmp_path, monkeypatch):
     rec = run_one(_config(tiny_mvtec, epochs=3), tmp_path, progress=False)
     assert rec["status"] == "failed" and rec["failed_epoch"] == 2
     assert "loss became nan at epoch 2" in rec["error"]
+    assert len(rec["loss_curve"]) == 1  # epoch 1 completed before the NaN; kept
     assert json.loads((tmp_path / "runs" / f"mvtec_carpet_resnet18_{rec['config_hash']}.json").read_text())[
         "status"] == "failed"
 
@@ -119,3 +122,53 @@ def test_layer_subset_changes_maps(tiny_mvtec, tmp_path):
     b = run_one(_config(tiny_mvtec, epochs=1, layers=(3,)), tmp_path, progress=False)
     assert a["config_hash"] != b["config_hash"]
     assert not np.allclose(a["per_image"]["score"], b["per_image"]["score"])
+
+
+def test_rerun_with_resume_after_success_and_failure_keeps_ok_record(tiny_mvtec, tmp_path, monkeypatch):
+    cfg = _config(tiny_mvtec, epochs=1)
+    first = run_one(cfg, tmp_path, progress=False, resume=True)
+    assert first["status"] == "ok" and first["model_path"].endswith(".model.pt")
+    assert not list((tmp_path / "checkpoints").glob("*.resume.pt"))  # removed after success
+    again = run_one(cfg, tmp_path, progress=False, resume=True)
+    assert again["status"] == "ok" and again["metrics"] == first["metrics"]
+
+    import rdbench.run as run_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(run_mod, "evaluate", broken)
+    failed = run_one(cfg, tmp_path, progress=False)
+    assert failed["status"] == "failed" and "/runs/failed/" in failed["record_path"]
+    kept = json.loads(open(first["record_path"]).read())
+    assert kept["status"] == "ok"  # the good record is never replaced by a failure
+    assert json.loads(open(failed["record_path"]).read())["error"] == "RuntimeError: simulated crash"
+
+
+def test_metric_that_cannot_be_computed_is_none_with_reason(tiny_mvtec, tmp_path, monkeypatch):
+    import rdbench.evaluate as ev_mod
+
+    def no_pro(masks, maps, fpr_limit=0.3, variant="mvtec"):
+        raise ValueError("no anomalous pixel after resizing")
+
+    monkeypatch.setattr(ev_mod.metrics, "pro_auc", no_pro)
+    rec = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
+    assert rec["status"] == "ok"
+    assert rec["metrics"]["pro_mvtec"] is None and rec["metrics"]["pro_rd4ad"] is None
+    assert rec["metrics"]["image_auroc"] is not None and len(rec["per_image"]["score"]) == 4
+    assert rec["metric_errors"]["pro_mvtec"] == "no anomalous pixel after resizing"
+
+
+def test_test_set_without_anomalies_fails_before_training(tiny_mvtec, tmp_path):
+    import shutil
+
+    shutil.rmtree(tiny_mvtec / "carpet" / "test" / "hole")
+    shutil.rmtree(tiny_mvtec / "carpet" / "ground_truth")
+    rec = run_one(_config(tiny_mvtec), tmp_path, progress=False)
+    assert rec["status"] == "failed" and "has no anomalous" in rec["error"] and "loss_curve" not in rec
+
+
+def test_corrupt_test_image_fails_before_training(tiny_mvtec, tmp_path):
+    (tiny_mvtec / "carpet" / "test" / "good" / "001.png").write_bytes(b"\x89PNG broken")
+    rec = run_one(_config(tiny_mvtec), tmp_path, progress=False)
+    assert rec["status"] == "failed" and "001.png" in rec["error"] and "loss_curve" not in rec

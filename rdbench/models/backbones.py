@@ -8,6 +8,7 @@ so), or a path to a state-dict file.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,12 @@ def imagenet_available(backbone: str) -> bool:
     return imagenet_cache_path(BACKBONES.get(backbone)).is_file()
 
 
+def expected_sha256_prefix(url: str) -> str | None:
+    """torchvision's file names carry the first hex digits of the file's sha256 (resnet18-f37072fd.pth)."""
+    m = re.search(r"-([0-9a-f]{8,})\.pth$", url)
+    return m.group(1) if m else None
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -115,6 +122,14 @@ def build_teacher(backbone: str, weights: str = "imagenet") -> tuple[nn.Module, 
     else:
         path = Path(weights)
         kind, name = "file", str(path)
+    digest = _file_digest(path) if path.is_file() else None
+    if kind == "imagenet":
+        prefix = expected_sha256_prefix(spec.imagenet_weights().url)
+        if prefix and not digest.startswith(prefix):
+            raise TeacherWeightsError(
+                f"{path} is not torchvision's {name}: its sha256 starts {digest[:len(prefix)]}, the official file's "
+                f"{prefix}. The file is damaged or another one; delete it and place the official file there, or "
+                f"pass it as --weights FILE to use it knowingly.")
     state = _load_state_dict(path, backbone)
     try:
         model.load_state_dict(state)
@@ -125,7 +140,7 @@ def build_teacher(backbone: str, weights: str = "imagenet") -> tuple[nn.Module, 
             f"teacher weights {path} do not fit torchvision's {backbone}: {detail}. "
             f"Is it the file of another architecture? Valid backbones: {', '.join(BACKBONES.names())}"
         ) from None
-    return model, {"kind": kind, "name": name, "path": str(path), "sha256": _file_digest(path)}
+    return model, {"kind": kind, "name": name, "path": str(path), "sha256": digest}
 
 
 class Teacher(nn.Module):
