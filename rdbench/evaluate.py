@@ -1,8 +1,13 @@
-"""Model + test set -> anomaly maps, scores and the four metrics (batched, on the run's device)."""
+"""Model + test set -> anomaly maps, scores and metrics (batched, on the run's device).
+
+Two evaluations: localisation/detection on MVTec-style sets (maps and masks), and one-class novelty
+detection (image scores only; the paper scores by the sum of the map, the max is recorded too).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,22 +17,23 @@ from torch.utils.data import DataLoader, Dataset
 from rdbench import metrics
 from rdbench.device import synchronize
 from rdbench.models.rd import RDModel
-from rdbench.scoring import anomaly_maps, gaussian_blur, image_scores
+from rdbench.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores
 from rdbench.train import select_layers
 
 
 @dataclass
 class EvalResult:
-    metrics: dict[str, float]
-    scores: list[float]
-    labels: list[int]
-    paths: list[str]
-    defects: list[str]
+    metrics: dict[str, float | None]
+    per_image: dict[str, list]
     seconds: float
     images_per_second: float
+    metric_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is None
     maps: np.ndarray | None = field(default=None, repr=False)  # N x H x W smoothed maps, float32
     masks: np.ndarray | None = field(default=None, repr=False)
-    metric_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is None
+
+    @property
+    def labels(self) -> list[int]:
+        return self.per_image["label"]
 
 
 @torch.inference_mode()
@@ -40,34 +46,30 @@ def predict_maps(model: RDModel, images: torch.Tensor, layers: tuple[int, ...], 
     return gaussian_blur(raw, sigma)
 
 
-def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-             batch_size: int = 16, keep_maps: bool = False) -> EvalResult:
+def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
+                 batch_size: int = 16) -> tuple[np.ndarray, dict[str, list], float]:
+    """Maps of every test item plus the item's other fields (label, mask, path, ...) as lists."""
     model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    maps, masks, labels, paths, defects = [], [], [], [], []
+    maps: list[torch.Tensor] = []
+    fields: dict[str, list] = {}
     synchronize(device)
     t0 = time.perf_counter()
     for batch in loader:
-        m = predict_maps(model, batch.image.to(device), layers, sigma)
-        maps.append(m.float().cpu())
-        masks.append(batch.mask[:, 0].to(torch.uint8))
-        labels += [int(v) for v in batch.label]
-        paths += list(batch.path)
-        defects += list(batch.defect)
+        maps.append(predict_maps(model, batch.image.to(device), layers, sigma).float().cpu())
+        for name in batch._fields:
+            if name == "image":
+                continue
+            value = getattr(batch, name)
+            fields.setdefault(name, []).extend(value if name == "mask" else [v.item() if torch.is_tensor(v)
+                                                                               else v for v in value])
     synchronize(device)
-    seconds = time.perf_counter() - t0
-    all_maps = torch.cat(maps).numpy()
-    all_masks = torch.cat(masks).numpy()
-    scores = image_scores(torch.from_numpy(all_maps)).numpy()
+    return torch.cat(maps).numpy(), fields, time.perf_counter() - t0
+
+
+def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | None], dict[str, str]]:
     # Each metric on its own: one that cannot be computed (e.g. defects that vanish when the masks
     # are resized) is None with its reason, and the others and the per-image scores are kept.
-    todo = {
-        "image_auroc": lambda: metrics.image_auroc(np.asarray(labels), scores),
-        "pixel_auroc": lambda: metrics.pixel_auroc(all_masks, all_maps),
-        # MVTec's definition applied at the evaluation resolution, like every other metric here
-        "pro_mvtec": lambda: metrics.pro_auc(all_masks, all_maps, variant="mvtec"),
-        "pro_rd4ad": lambda: metrics.pro_auc(all_masks, all_maps, variant="rd4ad"),
-    }
     result: dict[str, float | None] = {}
     errors: dict[str, str] = {}
     for name, fn in todo.items():
@@ -75,6 +77,38 @@ def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: f
             result[name] = fn()
         except ValueError as exc:
             result[name], errors[name] = None, str(exc)
-    return EvalResult(result, [float(s) for s in scores], labels, paths, defects, seconds,
-                      len(labels) / seconds if seconds > 0 else float("nan"),
-                      all_maps if keep_maps else None, all_masks if keep_maps else None, errors)
+    return result, errors
+
+
+def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
+             batch_size: int = 16, keep_maps: bool = False) -> EvalResult:
+    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants."""
+    maps, items, seconds = collect_maps(model, dataset, layers, sigma, device, batch_size)
+    masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
+    labels = np.asarray(items["label"])
+    scores = image_scores(torch.from_numpy(maps)).numpy()
+    result, errors = _compute({
+        "image_auroc": lambda: metrics.image_auroc(labels, scores),
+        "pixel_auroc": lambda: metrics.pixel_auroc(masks, maps),
+        # MVTec's definition applied at the evaluation resolution, like every other metric here
+        "pro_mvtec": lambda: metrics.pro_auc(masks, maps, variant="mvtec"),
+        "pro_rd4ad": lambda: metrics.pro_auc(masks, maps, variant="rd4ad"),
+    })
+    per_image = {"path": items["path"], "defect": items["defect"], "label": items["label"],
+                 "score": [float(s) for s in scores]}
+    return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"),
+                      errors, maps if keep_maps else None, masks if keep_maps else None)
+
+
+def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,
+                     device: torch.device, batch_size: int = 16) -> EvalResult:
+    """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max."""
+    maps, items, seconds = collect_maps(model, dataset, layers, sigma, device, batch_size)
+    labels = np.asarray(items["label"])
+    s = novelty_scores(torch.from_numpy(maps))
+    score_sum, score_max = s["sum"].numpy(), s["max"].numpy()
+    result, errors = _compute({"auroc": lambda: metrics.image_auroc(labels, score_sum),
+                               "auroc_max": lambda: metrics.image_auroc(labels, score_max)})
+    per_image = {"label": items["label"], "target": items.get("target", []),
+                 "score": [float(v) for v in score_sum], "score_max": [float(v) for v in score_max]}
+    return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"), errors)

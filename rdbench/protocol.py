@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 
+import torch
 from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
@@ -19,8 +20,14 @@ class Protocol:
         """Fail fast, before any training, when the data is missing or malformed."""
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
-        """(train set of images, test set of TestItem) for one run."""
+        """(train set of images, test set of NamedTuple items with an ``image`` and a ``label``)."""
         raise NotImplementedError
+
+    def evaluate(self, model, test_set: Dataset, config: RunConfig, device: torch.device):
+        """Metrics of a trained model on the test set -> rdbench.evaluate.EvalResult."""
+        from rdbench.evaluate import evaluate
+
+        return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size)
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")

@@ -12,7 +12,6 @@ import torch
 
 from rdbench.config import RunConfig
 from rdbench.device import resolve_device
-from rdbench.evaluate import evaluate
 from rdbench.models.rd import build_rd_model
 from rdbench.protocol import get_protocol
 from rdbench.records import check_writable, environment, new_record, record_path, write_record
@@ -24,6 +23,18 @@ def checkpoint_paths(results_dir: Path, config: RunConfig) -> tuple[Path, Path]:
     stem = record_path(results_dir, config).stem
     folder = Path(results_dir) / "checkpoints"
     return folder / f"{stem}.resume.pt", folder / f"{stem}.model.pt"
+
+
+def best_epoch(curve: list[dict]) -> dict:
+    """Per metric, the best value over the evaluated epochs and its epoch. OPTIMISTIC: the epoch is
+    chosen on the test set (what the authors' loop allows, and RD4AD issue #18 criticises)."""
+    best: dict = {"optimistic": True}
+    for name in (k for k in curve[0] if k != "epoch"):
+        points = [(p[name], p["epoch"]) for p in curve if p.get(name) is not None]
+        if points:
+            value, epoch = max(points)
+            best[name] = {"value": value, "epoch": epoch}
+    return best
 
 
 def _previous_ok(path: Path) -> bool:
@@ -42,9 +53,27 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
     an earlier successful record of the same config; it goes to ``runs/failed/`` instead.
     An unwritable results folder raises OSError before any work, since nothing could be recorded."""
     results_dir = Path(results_dir)
-    path = record_path(results_dir, config)
-    check_writable(path.parent)
-    resume_ckpt, model_file = checkpoint_paths(results_dir, config)
+    check_writable(record_path(results_dir, config).parent)
+    record = execute_run(config, results_dir, progress, resume, keep_model, checkpoint_every_s)
+    return store_record(record, results_dir)
+
+
+def store_record(record: dict, results_dir: Path | str) -> dict:
+    """Write a record where it belongs (see run_one); returns it with ``record_path`` set."""
+    path = record_path(Path(results_dir), RunConfig.from_dict(record["config"]))
+    if record["status"] != "ok" and _previous_ok(path):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        path = path.parent / "failed" / f"{path.stem}.{stamp}.json"
+    record["record_path"] = str(path)
+    write_record(record, path)
+    return record
+
+
+def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, resume: bool = False,
+                keep_model: bool = True, checkpoint_every_s: float = 60.0) -> dict:
+    """Train and evaluate; return the record without writing it (executors ship it to the driver).
+    ``workdir`` holds checkpoints and the trained model. Never raises for a failed run."""
+    resume_ckpt, model_file = checkpoint_paths(Path(workdir), config)
     record = new_record(config)
     t0 = time.perf_counter()
     device = None
@@ -60,13 +89,23 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
         torch.manual_seed(config.seed)  # the initial weights depend on this seed alone
         model = build_rd_model(config.backbone, config.weights, config.bottleneck)
         record["teacher_weights"] = model.weights_info
+        curve: list[dict] = []
+
+        def evaluate_midway(epoch: int, loss: float) -> None:
+            # the authors' loop: test-set evaluation every eval_every epochs (eval_protocol "paper")
+            if config.eval_protocol == "paper" and epoch % config.eval_every == 0 and epoch < config.epochs:
+                curve.append({"epoch": epoch, **protocol.evaluate(model, test_set, config, device).metrics})
+
         fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
-                    checkpoint_every_s=checkpoint_every_s)
+                    checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway)
         record["loss_curve"] = fit.loss_curve
-        ev = evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size)
+        ev = protocol.evaluate(model, test_set, config, device)
+        if config.eval_protocol == "paper":
+            curve.append({"epoch": config.epochs, **ev.metrics})
+            record["metric_curve"] = curve
+            record["best_epoch_metrics"] = best_epoch(curve)
         record.update({
-            "status": "ok", "metrics": ev.metrics,
-            "per_image": {"path": ev.paths, "defect": ev.defects, "label": ev.labels, "score": ev.scores},
+            "status": "ok", "metrics": ev.metrics, "per_image": ev.per_image,
             "timings": {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
                         "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
                         "resumed_from_epoch": fit.resumed_from_epoch},
@@ -91,9 +130,4 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
         record.setdefault("environment", environment(device))
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_s"] = time.perf_counter() - t0
-    if record["status"] != "ok" and _previous_ok(path):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        path = path.parent / "failed" / f"{path.stem}.{stamp}.json"
-    record["record_path"] = str(path)
-    write_record(record, path)
     return record

@@ -28,7 +28,7 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("change,match", [
     ({"layers": (0, 1)}, "subset of 1, 2, 3"), ({"layers": ()}, "subset"), ({"layers": (1, 1)}, "repeats"),
-    ({"epochs": 0}, "epochs"), ({"image_size": 100}, "multiple of 32"), ({"image_size": 32}, "at least 64"),
+    ({"epochs": 0}, "epochs"), ({"image_size": 100}, "multiple of 32"), ({"eval_protocol": "best"}, "final"),
 ])
 def test_config_validation(change, match):
     with pytest.raises(ValueError, match=match):

@@ -132,12 +132,10 @@ def test_rerun_with_resume_after_success_and_failure_keeps_ok_record(tiny_mvtec,
     again = run_one(cfg, tmp_path, progress=False, resume=True)
     assert again["status"] == "ok" and again["metrics"] == first["metrics"]
 
-    import rdbench.run as run_mod
-
     def broken(*a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(run_mod, "evaluate", broken)
+    monkeypatch.setattr(type(get_protocol("mvtec")), "evaluate", broken)
     failed = run_one(cfg, tmp_path, progress=False)
     assert failed["status"] == "failed" and "/runs/failed/" in failed["record_path"]
     kept = json.loads(open(first["record_path"]).read())
@@ -172,3 +170,17 @@ def test_corrupt_test_image_fails_before_training(tiny_mvtec, tmp_path):
     (tiny_mvtec / "carpet" / "test" / "good" / "001.png").write_bytes(b"\x89PNG broken")
     rec = run_one(_config(tiny_mvtec), tmp_path, progress=False)
     assert rec["status"] == "failed" and "001.png" in rec["error"] and "loss_curve" not in rec
+
+
+def test_paper_eval_protocol_records_curve_and_optimistic_best(tiny_mvtec, tmp_path):
+    final = run_one(_config(tiny_mvtec, epochs=4), tmp_path / "f", progress=False)
+    paper = run_one(_config(tiny_mvtec, epochs=4, eval_protocol="paper", eval_every=2), tmp_path / "p",
+                    progress=False)
+    assert [p["epoch"] for p in paper["metric_curve"]] == [2, 4]
+    # evaluating midway changes nothing about training: the final metrics are the final protocol's
+    assert paper["metrics"] == final["metrics"] and paper["loss_curve"] == final["loss_curve"]
+    assert paper["metric_curve"][-1]["image_auroc"] == final["metrics"]["image_auroc"]
+    best = paper["best_epoch_metrics"]
+    assert best["optimistic"] is True
+    assert best["pixel_auroc"]["value"] == max(p["pixel_auroc"] for p in paper["metric_curve"])
+    assert "metric_curve" not in final
