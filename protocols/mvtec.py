@@ -31,3 +31,20 @@ class MVTecProtocol(Protocol):
         if config.max_train_images is not None:
             train = Subset(train, range(min(config.max_train_images, len(train))))
         return train, MVTecTest(config.data_root, config.category, config.image_size)
+
+
+def mvtec_config(opts, category: str, seed: int, **changes) -> RunConfig:
+    """A paper-default MVTec AD run (wide_resnet50_2, 256 px, 200 epochs, batch 16) for a table grid."""
+    base = dict(protocol="mvtec", data_root=opts.data_root, category=category, backbone="wide_resnet50_2",
+                weights=opts.weights, seed=seed, device=opts.device, eval_protocol=opts.eval_protocol,
+                max_train_images=opts.max_train_images)
+    if opts.epochs is not None:
+        base["epochs"] = opts.epochs
+    if opts.batch_size is not None:
+        base["batch_size"] = opts.batch_size
+    if opts.image_size is not None:
+        base["image_size"] = opts.image_size
+    if opts.backbone is not None:
+        base["backbone"] = opts.backbone
+    base.update(changes)
+    return RunConfig(**base)

@@ -39,8 +39,9 @@ def _teacher_banner(weights_info: dict | None) -> str:
 
 @app.command()
 def run(
-    data_root: Path = typer.Option(..., help="dataset root (MVTec AD layout for --protocol mvtec)"),
-    category: str = typer.Option(..., help="category folder under the data root"),
+    data_root: Path = typer.Option(None, help="dataset root (MVTec AD layout for --protocol mvtec; torchvision "
+                                              "root for mnist/fashionmnist/cifar10/caltech256)"),
+    category: str = typer.Option(..., help="MVTec category folder, or class index for novelty protocols"),
     protocol: str = typer.Option("mvtec", help="evaluation protocol"),
     backbone: str = typer.Option("wide_resnet50_2", help="teacher backbone"),
     epochs: int = typer.Option(200, help="training epochs (paper: 200)"),
@@ -56,6 +57,8 @@ def run(
     results: Path = typer.Option(Path("results"), help="results folder; records go to <results>/runs"),
     resume: bool = typer.Option(False, help="continue from this config's last epoch checkpoint"),
     max_train_images: int = typer.Option(None, help="use only the first N training images (smoke runs)"),
+    max_test_images: int = typer.Option(None, help="stratified subset of N test images (novelty smoke runs)"),
+    eval_protocol: str = typer.Option("final", help="final | paper (also evaluate every 10 epochs)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train and evaluate one run; write its record (JSON) and print its metrics."""
@@ -74,10 +77,13 @@ def run(
     _check_choice("loss", loss, LOSSES)
     del PROTOCOLS
     try:
-        config = RunConfig(protocol=protocol, data_root=str(data_root), category=category, backbone=backbone,
+        if data_root is None and protocol == "mvtec":
+            _fail("--data-root is required for --protocol mvtec")
+        config = RunConfig(protocol=protocol, data_root=str(data_root or ""), category=category, backbone=backbone,
                            weights=weights, bottleneck=bottleneck, layers=_parse_ints(layers, "--layers"),
                            loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
-                           seed=seed, device=device, max_train_images=max_train_images)
+                           seed=seed, device=device, max_train_images=max_train_images,
+                           max_test_images=max_test_images, eval_protocol=eval_protocol)
     except ValueError as exc:
         _fail(str(exc))
     try:
@@ -182,9 +188,8 @@ def demo(
     """Generate synthetic data, train and evaluate resnet18 on 3 categories, print a summary table."""
     import dataclasses
 
-    from rdbench.demo import DemoSettings, run_demo, summary_table
-
     from rdbench.data.synthetic import SYNTHETIC_CATEGORIES
+    from rdbench.demo import DemoSettings, run_demo, summary_table
 
     settings = DemoSettings()
     if epochs is not None:
@@ -205,4 +210,114 @@ def demo(
     typer.echo(summary_table(records))
     typer.echo(f"records: {Path(out) / 'runs'}")
     if any(r["status"] != "ok" for r in records):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproduce(
+    table: str = typer.Option(..., help="paper table: 1..7, a comma-separated list, or all"),
+    data_root: Path = typer.Option(None, help="MVTec AD root (Tables 1-3, 5-7)"),
+    novelty_root: Path = typer.Option(None, help="root of MNIST/FashionMNIST/CIFAR-10/Caltech-256 (Table 4); "
+                                                 "default: --data-root; FashionMNIST also found in "
+                                                 "/usr/share/datasets/fashion-mnist"),
+    results: Path = typer.Option(Path("results"), help="results folder; records go to <results>/runs"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    executor: str = typer.Option("local", help="local (sequential; one process per GPU) | ray"),
+    address: str = typer.Option(None, help="Ray cluster: auto | HOST:PORT (default: start a local one)"),
+    seeds: int = typer.Option(1, help="runs per cell (seeds 111, 112, ...); mean and std are reported"),
+    eval_protocol: str = typer.Option("final", help="final (last epoch) | paper (also every 10 epochs; "
+                                                     "best epoch reported as optimistic)"),
+    epochs: int = typer.Option(None, help="override the paper's 200 epochs"),
+    limit_categories: str = typer.Option("", help="comma-separated categories/classes to cover"),
+    weights: str = typer.Option("imagenet", help="teacher weights: imagenet | none | FILE"),
+    max_train_images: int = typer.Option(None, help="train on the first N images only (smoke sweeps)"),
+    max_test_images: int = typer.Option(None, help="stratified test subset (novelty smoke sweeps)"),
+    batch_size: int = typer.Option(None, help="override the paper's batch size 16"),
+    image_size: int = typer.Option(None, help="override the image size where a table does not vary it"),
+    backbone: str = typer.Option(None, help="override the backbone where a table does not vary it (not Table 6)"),
+    dry_run: bool = typer.Option(False, help="list the runs and their estimated cost; train nothing"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Run everything a paper table needs (skipping runs already recorded) and print it, paper vs ours."""
+    import torch
+
+    from rdbench.executors import pending, run_configs
+    from rdbench.reproduce import (
+        check_all_data,
+        describe,
+        estimate_seconds,
+        format_seconds,
+        plan,
+        print_tables,
+        results_records,
+    )
+    from rdbench.tables import TABLES, GridOptions, all_tables, get_table
+
+    try:
+        tables = all_tables() if table == "all" else [get_table(k) for k in table.split(",") if k]
+    except ValueError as exc:
+        _fail(f"{exc} (or all)")
+    if seeds < 1:
+        _fail(f"--seeds must be >= 1, got {seeds}")
+    if backbone is not None:
+        from rdbench.models.backbones import BACKBONES
+
+        _check_choice("backbone", backbone, BACKBONES.names())
+    if epochs is not None and epochs < 1:
+        _fail(f"--epochs must be >= 1, got {epochs}")
+    if eval_protocol not in ("final", "paper"):
+        _fail(f"--eval-protocol must be final or paper, got {eval_protocol!r}")
+    del TABLES
+    opts = GridOptions(data_root=str(data_root or ""), novelty_root=str(novelty_root or data_root or ""),
+                       seeds=seeds, epochs=epochs, device=device, eval_protocol=eval_protocol, weights=weights,
+                       limit_categories=tuple(c for c in limit_categories.split(",") if c),
+                       max_train_images=max_train_images, max_test_images=max_test_images,
+                       batch_size=batch_size, image_size=image_size, backbone=backbone)
+    if opts.limit_categories:
+        valid = {c for t in tables for c in t.categories(opts)}
+        unknown = [c for c in opts.limit_categories if c not in valid]
+        if unknown:
+            _fail(f"unknown categories {', '.join(unknown)} for table(s) {table}; valid: {', '.join(sorted(valid))}")
+    try:
+        planned = plan(tables, opts)
+    except ValueError as exc:
+        _fail(str(exc))
+    todo_hashes = {c.hash() for c in pending([p.config for p in planned], results)}
+    for p in planned:
+        p.done = p.config.hash() not in todo_hashes
+    todo = [p for p in planned if not p.done]
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    for t in tables:
+        for note in t.notes(opts):
+            typer.echo(f"note (table {t.key}): {note}")
+    if dry_run:
+        for p in planned:
+            typer.echo(describe(p))
+        cost = sum(estimate_seconds(p.config, cuda) for p in todo)
+        typer.echo(f"{len(planned)} runs: {len(planned) - len(todo)} already recorded in {results}, {len(todo)} to "
+                   f"run; rough estimate {format_seconds(cost)} of training on {'CUDA' if cuda else 'this CPU'}")
+        return
+    needs_mvtec = any(p.config.protocol == "mvtec" for p in todo)
+    if needs_mvtec and not data_root:
+        _fail("--data-root (the MVTec AD folder) is required for these tables")
+    problems = check_all_data([p.config for p in todo])
+    if problems:
+        _fail("data problems, nothing was trained:\n" + "\n\n".join(problems))
+    typer.echo(f"{len(planned)} runs: {len(planned) - len(todo)} already recorded, running {len(todo)} "
+               f"with the {executor} executor")
+
+    def report(rec: dict) -> None:
+        c = rec["config"]
+        status = "ok" if rec["status"] == "ok" else f"FAILED: {rec['error']}"
+        typer.echo(f"  {c['protocol']}/{c['category']} {c['backbone']} seed {c['seed']}: {status}")
+
+    try:
+        records = run_configs([p.config for p in todo], results, executor=executor, address=address,
+                              progress=progress, on_record=report)
+    except (OSError, ValueError, ImportError) as exc:
+        _fail(str(exc))
+    print_tables(tables, opts, results_records(results), echo=typer.echo)
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        typer.secho(f"{len(failed)} run(s) failed; their records hold the errors", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)

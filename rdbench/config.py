@@ -39,7 +39,9 @@ class RunConfig:
     extra: dict = field(default_factory=dict)  # protocol-specific settings, part of the hash
 
     # Fields that do not change the numbers a run produces (within float tolerance).
-    NON_RESULT_FIELDS = ("device", "eval_batch_size")
+    # data_root: the same dataset at another path (another machine, a Ray worker) is the same run;
+    # a different dataset under the same protocol/category names must say so in ``extra``.
+    NON_RESULT_FIELDS = ("device", "eval_batch_size", "data_root")
 
     def __post_init__(self):
         layers = tuple(int(x) for x in self.layers)
@@ -72,8 +74,7 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def hash(self) -> str:
-        """Stable over field order and Python versions; ignores fields that don't change results.
-        The data root is hashed by its path as given: move the data, and runs are redone."""
+        """Stable over field order and Python versions; ignores fields that don't change results."""
         d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

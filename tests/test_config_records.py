@@ -12,7 +12,7 @@ from rdbench.records import read_records, record_filename, write_record
 def test_hash_stable_and_ignores_device():
     a = RunConfig(category="grid", seed=1)
     assert a.hash() == RunConfig.from_dict(json.loads(json.dumps(a.to_dict()))).hash()
-    assert a.hash() == a.replace(device="cuda", eval_batch_size=1).hash()
+    assert a.hash() == a.replace(device="cuda", eval_batch_size=1, data_root="/elsewhere").hash()
     assert a.hash() != a.replace(seed=2).hash()
     assert a.hash() != a.replace(layers=(2, 3)).hash()
     assert a.hash() != a.replace(extra={"k": 1}).hash()

@@ -1,0 +1,60 @@
+"""Tables 5-7: ablations on MVTec AD, each a set of variants of the paper's model over the 15
+categories; the paper reports the mean over categories of image AUROC, pixel AUROC and PRO."""
+
+from __future__ import annotations
+
+from protocols.mvtec import mvtec_config
+from rdbench.tables import MVTEC_ALL, GridOptions, GridRun, PaperTable, limit, paper_numbers, register_table
+
+MEAN_ROW = "mean"
+# record metric -> row name in paper_tables.json (PRO: the authors' per-image definition)
+PAPER_ROWS = {"image_auroc": "image_auroc", "pixel_auroc": "pixel_auroc", "pro_rd4ad": "pro"}
+
+
+class AblationTable(PaperTable):
+    variants: dict[str, dict] = {}  # column -> RunConfig changes
+    metrics = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro_rd4ad", "PRO (rd4ad)"))
+
+    def categories(self, opts: GridOptions) -> tuple[str, ...]:
+        return MVTEC_ALL
+
+    def grid(self, opts: GridOptions) -> list[GridRun]:
+        return [GridRun(mvtec_config(opts, cat, seed, **changes), cat, column)
+                for cat in limit(MVTEC_ALL, opts) for column, changes in self.variants.items()
+                for seed in opts.seed_list()]
+
+    def average_rows(self) -> dict[str, tuple[str, ...]]:
+        return {MEAN_ROW: MVTEC_ALL}
+
+    def paper_value(self, row: str, column: str, metric: str) -> float | None:
+        if row != MEAN_ROW or metric not in PAPER_ROWS:
+            return None
+        table = paper_numbers()[self.paper_key]
+        return table["rows"][PAPER_ROWS[metric]][table["columns"].index(column)]
+
+
+@register_table
+class Table5(AblationTable):
+    key = "5"
+    title = "Table 5: bottleneck ablation on MVTec AD (mean over 15 categories, %)"
+    paper_key = "table5_ablation_bottleneck"
+    variants = {"Pre": {"bottleneck": "pre"}, "Pre+OCE": {"bottleneck": "pre+oce"},
+                "Pre+OCE+MFF": {"bottleneck": "pre+oce+mff"}}
+
+
+@register_table
+class Table6(AblationTable):
+    key = "6"
+    title = "Table 6: teacher backbones on MVTec AD (mean over 15 categories, %)"
+    paper_key = "table6_backbones"
+    variants = {"resnet18": {"backbone": "resnet18"}, "resnet50": {"backbone": "resnet50"},
+                "wide_resnet50_2": {"backbone": "wide_resnet50_2"}}
+
+
+@register_table
+class Table7(AblationTable):
+    key = "7"
+    title = "Table 7: layers in the loss and the score map, MVTec AD (mean over 15 categories, %)"
+    paper_key = "table7_score_layers"
+    variants = {"M1": {"layers": (1,)}, "M2": {"layers": (2,)}, "M3": {"layers": (3,)},
+                "M2,3": {"layers": (2, 3)}, "M1,2,3": {"layers": (1, 2, 3)}}

@@ -1,0 +1,85 @@
+"""Table 4: one-class novelty detection AUROC, one model per normal class, mean over classes.
+
+MNIST, FashionMNIST and CIFAR-10: all 10 classes. Caltech-256: every category with at least 150
+images (the GPND/OiG convention), listed from the data, so the grid needs the data to expand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from protocols.novelty import NOVELTY_DEFAULTS
+from rdbench.config import RunConfig
+from rdbench.data.novelty import caltech_default_classes
+from rdbench.tables import GridOptions, GridRun, PaperTable, paper_numbers, register_table
+
+COLUMNS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "cifar10": "CIFAR10", "caltech256": "Caltech-256"}
+MEAN_ROW = "RD"
+
+
+def _classes(dataset: str, opts: GridOptions) -> tuple[str, ...]:
+    """Class indices (as strings) of one dataset's grid; Caltech's depend on the data."""
+    if dataset == "caltech256":
+        try:
+            return tuple(str(i) for i in caltech_default_classes(opts.novelty_root))
+        except (ValueError, OSError):
+            return ()
+    return tuple(str(i) for i in range(10))
+
+
+@register_table
+class Table4(PaperTable):
+    key = "4"
+    title = "Table 4: one-class novelty detection (AUROC %, score = sum of the map)"
+    paper_key = "table4_novelty_auroc"
+    metrics = (("auroc", "AUROC (sum score)"), ("auroc_max", "AUROC (max score, no paper value)"))
+
+    def categories(self, opts: GridOptions) -> tuple[str, ...]:
+        """Accepted by --limit-categories: a class index (every dataset), a dataset name (all its
+        classes) or DATASET:CLASS (one run), e.g. fashionmnist:0."""
+        names = [c for d in COLUMNS for c in _classes(d, opts)] + list(COLUMNS)
+        names += [f"{d}:{c}" for d in COLUMNS for c in _classes(d, opts)]
+        return tuple(dict.fromkeys(names))
+
+    @staticmethod
+    def _chosen(dataset: str, cls: str, wanted: tuple[str, ...]) -> bool:
+        return not wanted or cls in wanted or dataset in wanted or f"{dataset}:{cls}" in wanted
+
+    def notes(self, opts: GridOptions) -> list[str]:
+        if not _classes("caltech256", opts):
+            root = Path(opts.novelty_root or "<novelty-root>") / "256_ObjectCategories"
+            return [f"Caltech-256 not found at {root}: its column (every category with >= 150 images) is "
+                    "left out of the grid until the data is there"]
+        return []
+
+    def grid(self, opts: GridOptions) -> list[GridRun]:
+        runs = []
+        for dataset, column in COLUMNS.items():
+            classes = _classes(dataset, opts)
+            chosen = [c for c in classes if self._chosen(dataset, c, opts.limit_categories)]
+            for cls in chosen:
+                for seed in opts.seed_list():
+                    runs.append(GridRun(self.config(opts, dataset, cls, seed), cls, column))
+        return runs
+
+    def config(self, opts: GridOptions, dataset: str, cls: str, seed: int) -> RunConfig:
+        extra = {k: NOVELTY_DEFAULTS[k] for k in ("split_seed", "test_fraction")} if dataset == "caltech256" else {}
+        return RunConfig(protocol=dataset, data_root=opts.novelty_root, category=cls,
+                         backbone=opts.backbone or "wide_resnet50_2", weights=opts.weights, seed=seed,
+                         device=opts.device,
+                         image_size=opts.image_size or NOVELTY_DEFAULTS["image_size"],
+                         epochs=opts.epochs or NOVELTY_DEFAULTS["epochs"], batch_size=opts.batch_size or 16,
+                         eval_protocol=opts.eval_protocol, max_train_images=opts.max_train_images,
+                         max_test_images=opts.max_test_images, extra=extra)
+
+    def average_rows(self) -> dict[str, tuple[str, ...]]:
+        return {MEAN_ROW: ()}  # every class row of each column
+
+    def paper_value(self, row: str, column: str, metric: str) -> float | None:
+        if row != MEAN_ROW or metric != "auroc":
+            return None
+        table = paper_numbers()[self.paper_key]
+        return table["rows"]["RD"][table["datasets"].index(column)]
+
+
+

@@ -1,0 +1,82 @@
+"""``rdbench reproduce``: expand the tables' grids, skip runs already recorded, run the rest, print tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rdbench.config import RunConfig
+from rdbench.protocol import get_protocol
+from rdbench.tables import MVTEC_TRAIN_COUNTS, GridOptions, PaperTable, format_table
+
+# Rough training cost, seconds per image per epoch at 256 px (forward + backward), measured order of
+# magnitude on a 2-core x86 CPU; a GPU divides it by ~300. For --dry-run estimates only.
+CPU_S_PER_IMAGE_256 = {"resnet18": 0.15, "resnet34": 0.25, "resnet50": 0.6, "wide_resnet50_2": 1.2}
+GPU_SPEEDUP = 300.0
+NOVELTY_TRAIN_COUNTS = {"mnist": 6000, "fashionmnist": 6000, "cifar10": 5000, "caltech256": 120}
+
+
+@dataclass
+class PlannedRun:
+    config: RunConfig
+    cells: list[str] = field(default_factory=list)  # "table 1: carpet / RD", ...
+    done: bool = False
+
+
+def plan(tables: list[PaperTable], opts: GridOptions) -> list[PlannedRun]:
+    """Distinct runs of the selected tables (a run shared by several tables is listed once)."""
+    runs: dict[str, PlannedRun] = {}
+    for table in tables:
+        for g in table.grid(opts):
+            pr = runs.setdefault(g.config.hash(), PlannedRun(g.config))
+            pr.cells.append(f"table {table.key}: {g.row} / {g.column}")
+    return list(runs.values())
+
+
+def train_images(config: RunConfig) -> int:
+    n = MVTEC_TRAIN_COUNTS.get(config.category, 250) if config.protocol == "mvtec" else \
+        NOVELTY_TRAIN_COUNTS.get(config.protocol, 1000)
+    return min(n, config.max_train_images) if config.max_train_images else n
+
+
+def estimate_seconds(config: RunConfig, cuda: bool) -> float:
+    per = CPU_S_PER_IMAGE_256.get(config.backbone, 1.0) * (config.image_size / 256) ** 2
+    return train_images(config) * config.epochs * per / (GPU_SPEEDUP if cuda else 1.0)
+
+
+def check_all_data(configs: list[RunConfig]) -> list[str]:
+    """Every distinct dataset of the sweep checked before any training: a list of problems."""
+    problems, seen = [], set()
+    for c in configs:
+        key = (c.protocol, c.data_root, c.category)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            get_protocol(c.protocol).check_data(c)
+        except (ValueError, OSError) as exc:
+            problems.append(f"{c.protocol}/{c.category}: {exc}")
+    return problems
+
+
+def describe(pr: PlannedRun) -> str:
+    c = pr.config
+    layers = ",".join(map(str, c.layers))
+    return (f"{'done' if pr.done else 'todo':<5}{c.protocol:<13}{c.category:<12}{c.backbone:<16}{c.image_size:>4}px "
+            f"{c.bottleneck:<12} L{layers:<6} seed {c.seed:<4} {c.epochs:>4} ep  {c.hash()}  <- {'; '.join(pr.cells)}")
+
+
+def format_seconds(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def print_tables(tables: list[PaperTable], opts: GridOptions, records: list[dict], echo=print) -> None:
+    for table in tables:
+        echo("")
+        echo(format_table(table, table.cells(table.grid(opts), records)))
+
+
+def results_records(results_dir: Path) -> list[dict]:
+    from rdbench.records import read_records
+
+    return read_records(results_dir)

@@ -1,0 +1,239 @@
+"""Paper tables: each paper evaluation declares its run grid, its reference numbers and how run
+records map to table cells. Table modules live in the ``protocols`` package and register here."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from rdbench.config import RunConfig
+from rdbench.registry import Registry
+
+MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
+MVTEC_OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
+                 "transistor", "zipper")
+MVTEC_ALL = MVTEC_TEXTURES + MVTEC_OBJECTS
+# Training images per MVTec AD category (the dataset paper's Table 1), for cost estimates only.
+MVTEC_TRAIN_COUNTS = {"carpet": 280, "grid": 264, "leather": 245, "tile": 230, "wood": 247, "bottle": 209,
+                      "cable": 224, "capsule": 219, "hazelnut": 391, "metal_nut": 220, "pill": 267, "screw": 320,
+                      "toothbrush": 60, "transistor": 213, "zipper": 240}
+
+
+@cache
+def paper_numbers() -> dict:
+    """The paper's tables as numbers (percent), stored with the package."""
+    return json.loads(resources.files("rdbench").joinpath("paper_tables.json").read_text())
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    data_root: str = ""
+    novelty_root: str = ""  # torchvision-style root for MNIST/FashionMNIST/CIFAR-10/Caltech-256
+    seeds: int = 1  # runs per cell: seeds 111, 112, ... (111 is the authors')
+    epochs: int | None = None  # None: the protocol's own (200 in the paper)
+    device: str = "auto"
+    eval_protocol: str = "final"
+    weights: str = "imagenet"
+    limit_categories: tuple[str, ...] = ()  # empty: every category/class of the protocol
+    max_train_images: int | None = None  # CI-sized smoke sweeps
+    max_test_images: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None  # override for the tables that don't vary it
+    backbone: str | None = None  # override for the tables that don't vary it (all but Table 6)
+
+    def seed_list(self) -> list[int]:
+        return [111 + i for i in range(self.seeds)]
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of a table's grid and the cell it feeds."""
+    config: RunConfig
+    row: str
+    column: str
+
+
+@dataclass
+class Cell:
+    row: str
+    column: str
+    metric: str
+    paper: float | None  # percent
+    values: list[float] = field(default_factory=list)  # reproduced, percent, one per seed
+    random_teacher: bool = False
+    count: int | None = None  # for averages: how many cells entered it
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.mean is None or self.paper is None else self.mean - self.paper
+
+
+class PaperTable:
+    """One of the paper's Tables 1-7. Subclasses set the class attributes and implement ``grid``."""
+
+    key: str = ""  # "1".."7"
+    title: str = ""
+    paper_key: str = ""  # key in paper_tables.json
+    metrics: tuple[tuple[str, str], ...] = ()  # (record metric, displayed name)
+    note: str = ""
+
+    def grid(self, opts: GridOptions) -> list[GridRun]:
+        raise NotImplementedError
+
+    def paper_value(self, row: str, column: str, metric: str) -> float | None:
+        raise NotImplementedError
+
+    def average_rows(self) -> dict[str, tuple[str, ...]]:
+        """Rows computed as the mean of other rows' reproduced cells (e.g. textures/objects/total);
+        an empty tuple means every row of the grid."""
+        return {}
+
+    def categories(self, opts: GridOptions) -> tuple[str, ...]:
+        """Every category/class this table can cover (what --limit-categories chooses from)."""
+        return ()
+
+    def notes(self, opts: GridOptions) -> list[str]:
+        """Remarks about the grid for these options (e.g. a part that depends on data not present)."""
+        return []
+
+    def cells(self, grid: list[GridRun], records: list[dict]) -> list[Cell]:
+        """Cells of the table for the runs of ``grid`` found in ``records`` (matched by config hash;
+        failed runs and runs of other settings never enter). Cells without runs have no values."""
+        by_hash = {r["config_hash"]: r for r in records if r.get("status") == "ok"}
+        order: list[tuple[str, str]] = []
+        for g in grid:
+            if (g.row, g.column) not in order:
+                order.append((g.row, g.column))
+        out: dict[tuple[str, str, str], Cell] = {}
+        for row, column in order:
+            for metric, _ in self.metrics:
+                out[(row, column, metric)] = Cell(row, column, metric, self.paper_value(row, column, metric))
+        for g in grid:
+            rec = by_hash.get(g.config.hash())
+            if rec is None:
+                continue
+            for metric, _ in self.metrics:
+                value = self.value(rec, metric)
+                if value is not None and not math.isnan(value):
+                    cell = out[(g.row, g.column, metric)]
+                    cell.values.append(value)
+                    cell.random_teacher |= (rec.get("teacher_weights") or {}).get("kind") == "random"
+        cells = list(out.values())
+        columns = list(dict.fromkeys(c for _, c in order))
+        for avg_row, members in self.average_rows().items():
+            for column in columns:
+                rows = members or tuple(dict.fromkeys(r for r, _ in order))
+                for metric, _ in self.metrics:
+                    parts = [out[(r, column, metric)] for r in rows if (r, column, metric) in out]
+                    present = [c for c in parts if c.mean is not None]
+                    cell = Cell(avg_row, column, metric, self.paper_value(avg_row, column, metric),
+                                count=len(present))
+                    if present:
+                        cell.values = [statistics.fmean(c.mean for c in present)]
+                        cell.random_teacher = any(c.random_teacher for c in present)
+                    cells.append(cell)
+        return cells
+
+    def value(self, record: dict, metric: str) -> float | None:
+        """A record's metric in percent (Table 3 overrides for timings)."""
+        v = (record.get("metrics") or {}).get(metric)
+        return None if v is None else 100.0 * v
+
+
+TABLES: Registry[PaperTable] = Registry("table")
+
+
+def register_table(cls: type[PaperTable]) -> type[PaperTable]:
+    TABLES.add(cls.key, cls())
+    return cls
+
+
+def get_table(key: str) -> PaperTable:
+    importlib.import_module("protocols")
+    return TABLES.get(str(key))
+
+
+def all_tables() -> list[PaperTable]:
+    importlib.import_module("protocols")
+    return [TABLES.get(k) for k in TABLES.names()]
+
+
+def limit(categories: tuple[str, ...], opts: GridOptions) -> tuple[str, ...]:
+    """The categories/classes a sweep covers; unknown names in --limit-categories are an error."""
+    if not opts.limit_categories:
+        return categories
+    unknown = [c for c in opts.limit_categories if c not in categories]
+    wanted = [c for c in categories if c in opts.limit_categories]
+    if unknown and not wanted:
+        raise ValueError(f"unknown categories {', '.join(unknown)}; valid: {', '.join(categories)}")
+    return tuple(wanted)
+
+
+def cells_frame(cells: list[Cell]):
+    """Long-format DataFrame of cells (for CSV/Markdown and the report)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"row": c.row, "column": c.column, "metric": c.metric, "paper": c.paper,
+                          "reproduced": c.mean, "std": c.std, "n": c.n, "diff": c.diff,
+                          "random_teacher": c.random_teacher, "cells_averaged": c.count} for c in cells])
+
+
+def _fmt(v: float | None, width: int, digits: int = 1, sign: bool = False) -> str:
+    if v is None:
+        return f"{'-':>{width}}"
+    return f"{v:>+{width}.{digits}f}" if sign else f"{v:>{width}.{digits}f}"
+
+
+def format_table(table: PaperTable, cells: list[Cell]) -> str:
+    """Plain-text paper-vs-reproduced table: per column, ours (mean over seeds), paper and difference.
+    '-' marks a cell without runs (never shown as 0); '*' a cell fed by a random teacher."""
+    lines = [table.title]
+    if table.note:
+        lines.append(f"  ({table.note})")
+    columns = list(dict.fromkeys(c.column for c in cells))
+    rows = list(dict.fromkeys(c.row for c in cells))
+    by_key = {(c.row, c.column, c.metric): c for c in cells}
+    digits = 3 if table.key == "3" else 1
+    for metric, label in table.metrics:
+        lines.append(f"\n[{label}]")
+        lines.append(f"{'':<18}" + "".join(f"{col[:29]:>30}" for col in columns))
+        lines.append(f"{'':<18}" + "".join(f"{'ours':>14}{'paper':>8}{'diff':>8}" for _ in columns))
+        for row in rows:
+            parts, counts = [], []
+            for col in columns:
+                c = by_key.get((row, col, metric))
+                if c is None:
+                    parts.append(f"{'':>30}")
+                    continue
+                ours = "-" if c.mean is None else f"{c.mean:.{digits}f}"
+                if c.std is not None:
+                    ours += f"\u00b1{c.std:.{digits}f}"
+                ours += "*" if c.random_teacher else ""
+                parts.append(f"{ours:>14}{_fmt(c.paper, 8, digits)}{_fmt(c.diff, 8, digits, sign=True)}")
+                if c.count is not None:
+                    counts.append(str(c.count))
+            note = f"  (mean of {'/'.join(counts)} cells)" if counts else ""
+            lines.append(f"{row[:18]:<18}" + "".join(parts) + note)
+    if any(c.random_teacher for c in cells):
+        lines.append("\n* fed by runs with a RANDOM teacher: not comparable with the paper")
+    multi = [c for c in cells if c.n > 1]
+    if multi:
+        lines.append(f"ours = mean over {max(c.n for c in multi)} seeds; see the report for std")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Executors: pending(), the local executor (in-process and per-GPU processes) and a real local Ray cluster."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rdbench.executors as ex
+from rdbench.config import RunConfig
+from rdbench.records import new_record, record_path, write_record
+
+
+def _config(root, **kw) -> RunConfig:
+    base = dict(protocol="mvtec", data_root=str(root), category="carpet", backbone="resnet18", weights="none",
+                epochs=1, batch_size=2, image_size=64, seed=7, device="cpu")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _write(results: Path, config: RunConfig, status: str) -> Path:
+    return write_record({**new_record(config), "status": status}, record_path(results, config))
+
+
+def _same_numbers(a: dict, b: dict) -> None:
+    assert a["status"] == b["status"] == "ok", (a.get("error"), b.get("error"))
+    assert a["config_hash"] == b["config_hash"]
+    assert a["metrics"] == b["metrics"]
+    assert a["per_image"] == b["per_image"]
+    assert a["loss_curve"] == b["loss_curve"]
+
+
+# --- pending ------------------------------------------------------------------------------------------------
+
+def test_pending_skips_ok_redoes_failed_and_corrupt_dedupes(tmp_path, capsys):
+    ok, failed, corrupt, missing = (_config("/data", seed=s) for s in (1, 2, 3, 4))
+    _write(tmp_path, ok, "ok")
+    _write(tmp_path, failed, "failed")
+    record_path(tmp_path, corrupt).write_text('{"config": {"category": "carp')  # a write cut short
+    same_run_other_device = missing.replace(device="cuda")  # device is not part of the hash
+    todo = ex.pending([missing, ok, failed, corrupt, same_run_other_device, failed], tmp_path)
+    assert todo == [missing, failed, corrupt]
+    assert record_path(tmp_path, corrupt).name in capsys.readouterr().err
+
+
+def test_pending_without_results_folder_is_everything(tmp_path):
+    configs = [_config("/data", seed=s) for s in (1, 2)]
+    assert ex.pending(configs, tmp_path / "nothing-yet") == configs
+
+
+# --- local --------------------------------------------------------------------------------------------------
+
+def test_local_writes_ok_and_failed_records(tiny_mvtec, tmp_path):
+    configs = [_config(tiny_mvtec), _config(tiny_mvtec, category="zipper")]
+    seen = []
+    threads_before = torch.get_num_threads()
+    recs = ex.run_configs(configs, tmp_path, progress=False, on_record=seen.append, threads=1)
+    assert torch.get_num_threads() == threads_before  # restored after the sweep
+    assert [r["status"] for r in recs] == ["ok", "failed"]
+    assert "zipper" in recs[1]["error"]
+    assert [r["config_hash"] for r in seen] == [c.hash() for c in configs]
+    for config, rec in zip(configs, recs):
+        on_disk = json.loads(record_path(tmp_path, config).read_text())
+        assert on_disk["status"] == rec["status"] and on_disk["record_path"] == rec["record_path"]
+    assert ex.pending(configs, tmp_path) == [configs[1]]
+
+
+def test_unknown_executor_and_misplaced_address(tmp_path):
+    with pytest.raises(ValueError, match="local, ray"):
+        ex.run_configs([_config("/data")], tmp_path, executor="slurm")
+    with pytest.raises(ValueError, match="only used by the ray executor"):
+        ex.run_configs([_config("/data")], tmp_path, address="auto")
+    assert ex.run_configs([], tmp_path, executor="ray") == []  # nothing to do: no cluster started
+
+
+def test_split_over_devices_round_robin_and_pinning():
+    configs = [_config("/d", seed=s, device=d) for s, d in
+               enumerate(["auto", "cuda", "cpu", "auto", "cuda:1", "cuda:5", "auto"])]
+    slots = ex.split_over_devices(configs, 2)
+    assert [[i for i, _ in s] for s in slots] == [[0, 3], [1, 4, 6], [2, 5]]
+    assert [[c.device for _, c in s] for s in slots] == [["cuda:0", "cuda:0"], ["cuda:1", "cuda:1", "cuda:1"],
+                                                         ["cpu", "cuda:5"]]
+    assert all(c.hash() == configs[i].hash() for s in slots for i, c in s)  # pinning keeps the run's id
+    assert ex.split_over_devices([], 4) == [[], [], [], [], []]
+
+
+def test_local_multi_gpu_path_on_cpu(tiny_mvtec, tmp_path, monkeypatch):
+    """Pretend two GPUs: the auto config is pinned to cuda:0 in its own spawned process (where it fails, there
+    being no CUDA here) and the cpu config runs in another; both recorded by the driver."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    configs = [_config(tiny_mvtec, device="auto"), _config(tiny_mvtec, category="bottle")]
+    recs = ex.run_configs(configs, tmp_path, progress=False)
+    assert [r["config"]["device"] for r in recs] == ["cuda:0", "cpu"]
+    assert [r["status"] for r in recs] == ["failed", "ok"]
+    assert "CUDA" in recs[0]["error"]
+    assert all(Path(r["record_path"]).is_file() for r in recs)
+
+
+def test_local_process_that_dies_gets_failed_record(tmp_path, monkeypatch):
+    """A job the worker can't even load (unknown config field) kills the process before it reports."""
+    real_to_dict = RunConfig.to_dict
+    monkeypatch.setattr(RunConfig, "to_dict", lambda self: {**real_to_dict(self), "no_such_field": 1})
+    store: dict[int, dict] = {}
+    ex.run_in_processes([[(0, _config("/d"))]], tmp_path, store.__setitem__, progress=False, threads=1)
+    assert store[0]["status"] == "failed" and "exited with code 1" in store[0]["error"]
+
+
+# --- ray ----------------------------------------------------------------------------------------------------
+
+def test_ray_is_imported_lazily_with_install_hint(tmp_path, monkeypatch):
+    tree = ast.parse(Path(ex.__file__).read_text())
+    top_level = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+    top_level |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert "ray" not in top_level  # importing rdbench.executors must work without ray installed
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'ray\[default\]'"):
+        ex.run_configs([_config("/d")], tmp_path, executor="ray")
+
+
+def test_ray_init_gets_the_address(tmp_path, monkeypatch):
+    import types
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def init(address=None, **kw):
+        seen.append(address)
+        raise Stop
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: False, init=init))
+    with pytest.raises(Stop):
+        ex.run_configs([_config("/d")], tmp_path, executor="ray", address="10.0.0.1:6379")
+    assert seen == ["10.0.0.1:6379"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_runs_in_parallel_and_records_failures(ray_cluster, tiny_mvtec, tmp_path, monkeypatch):
+    barrier = tmp_path / "started"
+    barrier.mkdir()
+    real = ex.run_in_task
+
+    def task(config_dict, threads):  # proves both tasks run at once: each waits until both have started
+        import time
+
+        (barrier / config_dict["category"]).touch()
+        deadline = time.time() + 60
+        while len(list(barrier.iterdir())) < 2:
+            if time.time() > deadline:
+                raise TimeoutError("the two tasks did not run at the same time")
+            time.sleep(0.05)
+        return real(config_dict, threads)
+
+    monkeypatch.setattr(ex, "run_in_task", task)
+    configs = [_config(tiny_mvtec), _config(tiny_mvtec, category="zipper")]
+    seen = []
+    recs = ex.run_configs(configs, tmp_path / "res", executor="ray", progress=False, on_record=seen.append)
+    assert [r["status"] for r in recs] == ["ok", "failed"], [r.get("error") for r in recs]
+    assert "zipper" in recs[1]["error"] and len(seen) == 2
+    for config, rec in zip(configs, recs):
+        on_disk = json.loads(record_path(tmp_path / "res", config).read_text())
+        assert on_disk["status"] == rec["status"] and on_disk["error"] == rec["error"]
+    assert recs[0]["environment"]["threads"] == 1 and "model_path" not in recs[0]
+    assert not (tmp_path / "res" / "checkpoints").exists()  # the workdir was the worker's temp folder
+
+
+def test_ray_task_crash_and_task_error_become_failed_records(ray_cluster, tiny_mvtec, tmp_path, monkeypatch):
+    real = ex.run_in_task
+
+    def task(config_dict, threads):
+        import os
+
+        if config_dict["category"] == "bottle":
+            os._exit(3)  # the worker process dies mid-task
+        if config_dict["seed"] == 8:
+            raise RuntimeError("boom in the task")
+        return real(config_dict, threads)
+
+    monkeypatch.setattr(ex, "run_in_task", task)
+    configs = [_config(tiny_mvtec, category="bottle"), _config(tiny_mvtec, seed=8), _config(tiny_mvtec)]
+    recs = ex.run_configs(configs, tmp_path, executor="ray", progress=False)
+    assert [r["status"] for r in recs] == ["failed", "failed", "ok"]
+    assert recs[0]["error"].startswith("WorkerCrashedError: "), recs[0]["error"]
+    assert "environment" not in recs[0]  # the driver can't know the dead worker's
+    assert recs[1]["error"] == "RayTaskError: RuntimeError: boom in the task"
+    assert "\x1b" not in recs[1]["traceback"] and "raise RuntimeError" in recs[1]["traceback"]
+    for config, rec in zip(configs, recs):
+        assert json.loads(record_path(tmp_path, config).read_text())["status"] == rec["status"]
+
+
+def test_ray_sweep_equals_local_sweep(ray_cluster, tiny_mvtec, tmp_path):
+    grid = [_config(tiny_mvtec, epochs=2, device="auto"), _config(tiny_mvtec, epochs=2, category="bottle")]
+    local = ex.run_configs(grid, tmp_path / "local", progress=False, threads=1)
+    remote = ex.run_configs(grid, tmp_path / "ray", executor="ray", progress=False)
+    for a, b in zip(local, remote):
+        _same_numbers(a, b)
