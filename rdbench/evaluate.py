@@ -28,6 +28,7 @@ class EvalResult:
     seconds: float
     images_per_second: float
     metric_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is None
+    peak_memory_mb: float | None = None  # CUDA max_memory_allocated during evaluation; None on CPU
     maps: np.ndarray | None = field(default=None, repr=False)  # N x H x W smoothed maps, float32
     masks: np.ndarray | None = field(default=None, repr=False)
 
@@ -47,13 +48,16 @@ def predict_maps(model: RDModel, images: torch.Tensor, layers: tuple[int, ...], 
 
 
 def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-                 batch_size: int = 16) -> tuple[np.ndarray, dict[str, list], float]:
-    """Maps of every test item plus the item's other fields (label, mask, path, ...) as lists."""
+                 batch_size: int = 16) -> tuple[np.ndarray, dict[str, list], float, float | None]:
+    """Maps of every test item, the items' other fields (label, mask, path, ...) as lists, the seconds
+    taken and the peak CUDA memory in MB (None on CPU)."""
     model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     maps: list[torch.Tensor] = []
     fields: dict[str, list] = {}
     synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for batch in loader:
         maps.append(predict_maps(model, batch.image.to(device), layers, sigma).float().cpu())
@@ -64,7 +68,9 @@ def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigm
             fields.setdefault(name, []).extend(value if name == "mask" else [v.item() if torch.is_tensor(v)
                                                                                else v for v in value])
     synchronize(device)
-    return torch.cat(maps).numpy(), fields, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return torch.cat(maps).numpy(), fields, seconds, peak
 
 
 def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | None], dict[str, str]]:
@@ -83,7 +89,7 @@ def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | No
 def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
              batch_size: int = 16, keep_maps: bool = False) -> EvalResult:
     """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants."""
-    maps, items, seconds = collect_maps(model, dataset, layers, sigma, device, batch_size)
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size)
     masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
     labels = np.asarray(items["label"])
     scores = image_scores(torch.from_numpy(maps)).numpy()
@@ -97,13 +103,13 @@ def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: f
     per_image = {"path": items["path"], "defect": items["defect"], "label": items["label"],
                  "score": [float(s) for s in scores]}
     return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"),
-                      errors, maps if keep_maps else None, masks if keep_maps else None)
+                      errors, peak, maps if keep_maps else None, masks if keep_maps else None)
 
 
 def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,
                      device: torch.device, batch_size: int = 16) -> EvalResult:
     """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max."""
-    maps, items, seconds = collect_maps(model, dataset, layers, sigma, device, batch_size)
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size)
     labels = np.asarray(items["label"])
     s = novelty_scores(torch.from_numpy(maps))
     score_sum, score_max = s["sum"].numpy(), s["max"].numpy()
@@ -111,4 +117,5 @@ def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], 
                                "auroc_max": lambda: metrics.image_auroc(labels, score_max)})
     per_image = {"label": items["label"], "target": items.get("target", []),
                  "score": [float(v) for v in score_sum], "score_max": [float(v) for v in score_max]}
-    return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"), errors)
+    return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"), errors,
+                      peak)

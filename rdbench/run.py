@@ -107,6 +107,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         record.update({
             "status": "ok", "metrics": ev.metrics, "per_image": ev.per_image,
             "timings": {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
+                        "eval_peak_memory_mb": ev.peak_memory_mb,
                         "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
                         "resumed_from_epoch": fit.resumed_from_epoch},
             "counts": {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)},

@@ -1,0 +1,135 @@
+"""Paper tables: grids, stored paper numbers, record -> cell mapping, text rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rdbench.tables import MVTEC_ALL, GridOptions, all_tables, format_table, get_table, paper_numbers
+
+OPTS = GridOptions(data_root="/data/mvtec", novelty_root="/nowhere")
+SHARED_TABLES = Path(__file__).resolve().parents[2] / "shared" / "paper" / "tables.json"
+
+
+def _grid(key, opts=OPTS):
+    return get_table(key).grid(opts)
+
+
+def test_table_registry():
+    assert [t.key for t in all_tables()] == ["1", "2", "3", "4", "5", "6", "7"]
+    with pytest.raises(ValueError, match="valid tables: 1, 2, 3, 4, 5, 6, 7"):
+        get_table("8")
+
+
+def test_table1_and_2_grid_is_the_papers():
+    for key in ("1", "2"):
+        grid = _grid(key)
+        assert len(grid) == 30
+        assert {(g.config.category, g.config.image_size) for g in grid} == {(c, s) for c in MVTEC_ALL
+                                                                            for s in (256, 128)}
+        for g in grid:
+            c = g.config
+            assert (c.backbone, c.bottleneck, c.layers, c.epochs, c.batch_size, c.lr, c.loss, c.weights) == (
+                "wide_resnet50_2", "pre+oce+mff", (1, 2, 3), 200, 16, 0.005, "flat", "imagenet")
+            assert g.column == ("RD" if c.image_size == 256 else "RD@128") and g.row == c.category
+    assert {g.config.hash() for g in _grid("1")} == {g.config.hash() for g in _grid("2")}  # shared runs
+
+
+def test_ablation_grids():
+    t3 = _grid("3")
+    assert len(t3) == 15 and {g.config.image_size for g in t3} == {256}
+    assert {g.config.hash() for g in t3} <= {g.config.hash() for g in _grid("1")}
+    t5 = _grid("5")
+    assert len(t5) == 45 and {g.config.bottleneck for g in t5} == {"pre", "pre+oce", "pre+oce+mff"}
+    t6 = _grid("6")
+    assert len(t6) == 45 and {g.config.backbone for g in t6} == {"resnet18", "resnet50", "wide_resnet50_2"}
+    t7 = _grid("7")
+    assert len(t7) == 75 and {g.config.layers for g in t7} == {(1,), (2,), (3,), (2, 3), (1, 2, 3)}
+    assert {g.column for g in t7} == {"M1", "M2", "M3", "M2,3", "M1,2,3"}
+
+
+def test_table4_grid_and_novelty_settings():
+    grid = _grid("4")
+    assert len(grid) == 30  # Caltech left out without its data (a note says so)
+    assert {g.config.protocol for g in grid} == {"mnist", "fashionmnist", "cifar10"}
+    assert all(g.config.image_size == 32 and g.config.backbone == "wide_resnet50_2" for g in grid)
+    assert get_table("4").notes(OPTS)
+    one = _grid("4", GridOptions(novelty_root="/x", limit_categories=("fashionmnist:3", "mnist")))
+    assert sorted((g.config.protocol, g.config.category) for g in one) == [("fashionmnist", "3")] + [
+        ("mnist", str(i)) for i in range(10)]
+
+
+def test_seeds_and_overrides():
+    grid = _grid("1", GridOptions(seeds=3, epochs=2, limit_categories=("grid",), backbone="resnet18"))
+    assert sorted(g.config.seed for g in grid) == [111, 111, 112, 112, 113, 113]
+    assert {(g.config.epochs, g.config.backbone) for g in grid} == {(2, "resnet18")}
+    with pytest.raises(ValueError, match="unknown categories"):
+        _grid("1", GridOptions(limit_categories=("moon",)))
+
+
+# Values read off the paper's text (shared/paper/000_*.txt), independent of the JSON file.
+PAPER_SPOT = [("1", "carpet", "RD", "image_auroc", 98.9), ("1", "total_average", "RD", "image_auroc", 98.5),
+              ("1", "total_average", "RD@128", "image_auroc", 96.5), ("1", "toothbrush", "RD@128", "image_auroc", 90.3),
+              ("2", "total_average", "RD", "pixel_auroc", 97.8), ("2", "total_average", "RD", "pro_rd4ad", 93.9),
+              ("2", "tile", "RD@128", "pro_rd4ad", 84.8), ("2", "carpet", "RD", "pro_mvtec", None),
+              ("3", "RD (WResNet50)", "RD", "inference_time_s", 0.31), ("3", "RD (WResNet50)", "RD", "memory_mb", 352),
+              ("4", "RD", "MNIST", "auroc", 99.3), ("4", "RD", "FashionMNIST", "auroc", 95.0),
+              ("4", "RD", "CIFAR10", "auroc", 86.5), ("4", "RD", "Caltech-256", "auroc", 99.9),
+              ("5", "mean", "Pre", "image_auroc", 96.0), ("5", "mean", "Pre+OCE", "pro_rd4ad", 92.4),
+              ("6", "mean", "resnet18", "pixel_auroc", 97.1), ("7", "mean", "M1", "image_auroc", 90.1),
+              ("7", "mean", "M2,3", "pro_rd4ad", 93.2)]
+
+
+@pytest.mark.parametrize("key,row,column,metric,value", PAPER_SPOT)
+def test_paper_values(key, row, column, metric, value):
+    assert get_table(key).paper_value(row, column, metric) == value
+
+
+@pytest.mark.skipif(not SHARED_TABLES.exists(), reason="shared/paper/tables.json not beside the checkout")
+def test_stored_paper_numbers_equal_shared_reference():
+    assert paper_numbers() == json.loads(SHARED_TABLES.read_text())
+
+
+def _rec(config, **metrics):
+    return {"config_hash": config.hash(), "status": "ok", "metrics": metrics,
+            "teacher_weights": {"kind": "imagenet"}}
+
+
+def test_cells_from_records():
+    table = get_table("1")
+    opts = GridOptions(seeds=2, limit_categories=("carpet", "grid", "bottle"))
+    grid = table.grid(opts)
+    by = {(g.row, g.column, g.config.seed): g.config for g in grid}
+    records = [_rec(by[("carpet", "RD", 111)], image_auroc=0.98), _rec(by[("carpet", "RD", 112)], image_auroc=0.96),
+               _rec(by[("bottle", "RD", 111)], image_auroc=1.0),
+               {**_rec(by[("grid", "RD", 111)], image_auroc=0.5), "status": "failed"},  # never enters
+               _rec(by[("grid", "RD", 112)].replace(epochs=3), image_auroc=0.1)]  # another config: ignored
+    records[2]["teacher_weights"] = {"kind": "random"}
+    cells = {(c.row, c.column): c for c in table.cells(grid, records)}
+    carpet = cells[("carpet", "RD")]
+    assert carpet.mean == pytest.approx(97.0) and carpet.std == pytest.approx(1.41421356, rel=1e-6)
+    assert carpet.diff == pytest.approx(97.0 - 98.9) and carpet.n == 2
+    assert cells[("grid", "RD")].mean is None and cells[("grid", "RD")].paper == 100.0
+    assert cells[("bottle", "RD")].random_teacher
+    tex = cells[("textures_average", "RD")]
+    assert tex.mean == pytest.approx(97.0) and tex.count == 1  # grid has no run: average of what is there
+    tot = cells[("total_average", "RD")]
+    assert tot.mean == pytest.approx(98.5) and tot.count == 2 and tot.random_teacher
+    assert cells[("total_average", "RD@128")].mean is None and cells[("total_average", "RD@128")].count == 0
+    text = format_table(table, list(cells.values()))
+    assert "97.0\u00b11.4" in text and "RANDOM teacher" in text and "-1.9" in text
+    grid_line = next(line for line in text.splitlines() if line.startswith("grid "))
+    assert "0.0" not in grid_line.split()[:2]  # a missing cell is '-', never zero
+
+
+def test_table3_values_from_timings():
+    table = get_table("3")
+    grid = table.grid(GridOptions(limit_categories=("carpet",)))
+    rec = _rec(grid[0].config, image_auroc=0.9, pixel_auroc=0.8, pro_rd4ad=0.7)
+    rec["timings"] = {"eval_images_per_s": 4.0, "eval_peak_memory_mb": 300.0}
+    cells = {(c.row, c.metric): c for c in table.cells(grid, [rec])}
+    assert cells[("carpet", "inference_time_s")].mean == 0.25
+    assert cells[("carpet", "memory_mb")].mean == 300.0
+    assert cells[("RD (WResNet50)", "image_auroc")].mean == pytest.approx(90.0)
