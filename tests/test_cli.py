@@ -37,7 +37,7 @@ def test_run_end_to_end(tiny_mvtec, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--backbone", "vgg16"], "unknown backbone 'vgg16'; valid backbones: resnet18, resnet34, resnet50"),
-    (["--protocol", "cifar"], "unknown protocol 'cifar'; valid protocols: caltech256, cifar10, fashionmnist, mnist, mvtec"),
+    (["--protocol", "cifar"], "unknown protocol 'cifar'; valid protocols: caltech256, cifar10, fashionmnist, mnist"),
     (["--bottleneck", "x"], "valid bottlenecks: pre, pre+oce, pre+oce+mff"),
     (["--layers", "1,x"], "--layers must be comma-separated integers"),
     (["--layers", "4"], "layers must be a non-empty subset of 1, 2, 3"),
