@@ -113,9 +113,11 @@ class PaperTable:
         """Remarks about the grid for these options (e.g. a part that depends on data not present)."""
         return []
 
-    def cells(self, grid: list[GridRun], records: list[dict]) -> list[Cell]:
+    def cells(self, grid: list[GridRun], records: list[dict], source: str = "final") -> list[Cell]:
         """Cells of the table for the runs of ``grid`` found in ``records`` (matched by config hash;
-        failed runs and runs of other settings never enter). Cells without runs have no values."""
+        failed runs and runs of other settings never enter). Cells without runs have no values.
+        ``source="best"`` takes each run's best epoch on the test set (eval protocol "paper"):
+        OPTIMISTIC numbers, shown apart and labelled so."""
         by_hash = {r["config_hash"]: r for r in records if r.get("status") == "ok"}
         order: list[tuple[str, str]] = []
         for g in grid:
@@ -130,7 +132,7 @@ class PaperTable:
             if rec is None:
                 continue
             for metric, _ in self.metrics:
-                value = self.value(rec, metric)
+                value = self.value(rec, metric) if source == "final" else self.best_value(rec, metric)
                 if value is not None and not math.isnan(value):
                     cell = out[(g.row, g.column, metric)]
                     cell.values.append(value)
@@ -155,6 +157,10 @@ class PaperTable:
         """A record's metric in percent (Table 3 overrides for timings)."""
         v = (record.get("metrics") or {}).get(metric)
         return None if v is None else 100.0 * v
+
+    def best_value(self, record: dict, metric: str) -> float | None:
+        best = (record.get("best_epoch_metrics") or {}).get(metric)
+        return None if not isinstance(best, dict) else 100.0 * best["value"]
 
 
 TABLES: Registry[PaperTable] = Registry("table")
@@ -201,10 +207,10 @@ def _fmt(v: float | None, width: int, digits: int = 1, sign: bool = False) -> st
     return f"{v:>+{width}.{digits}f}" if sign else f"{v:>{width}.{digits}f}"
 
 
-def format_table(table: PaperTable, cells: list[Cell]) -> str:
+def format_table(table: PaperTable, cells: list[Cell], title_suffix: str = "") -> str:
     """Plain-text paper-vs-reproduced table: per column, ours (mean over seeds), paper and difference.
     '-' marks a cell without runs (never shown as 0); '*' a cell fed by a random teacher."""
-    lines = [table.title]
+    lines = [table.title + title_suffix]
     if table.note:
         lines.append(f"  ({table.note})")
     columns = list(dict.fromkeys(c.column for c in cells))

@@ -133,3 +133,19 @@ def test_table3_values_from_timings():
     assert cells[("carpet", "inference_time_s")].mean == 0.25
     assert cells[("carpet", "memory_mb")].mean == 300.0
     assert cells[("RD (WResNet50)", "image_auroc")].mean == pytest.approx(90.0)
+
+
+def test_best_epoch_cells_are_separate_and_labelled():
+    from rdbench.reproduce import print_tables
+
+    opts = GridOptions(limit_categories=("carpet",), eval_protocol="paper")
+    table = get_table("1")
+    grid = table.grid(opts)
+    rec = _rec(grid[0].config, image_auroc=0.90)
+    rec["best_epoch_metrics"] = {"optimistic": True, "image_auroc": {"value": 0.95, "epoch": 40}}
+    final = {(c.row, c.column): c for c in table.cells(grid, [rec])}
+    best = {(c.row, c.column): c for c in table.cells(grid, [rec], source="best")}
+    assert final[("carpet", "RD")].mean == pytest.approx(90.0) and best[("carpet", "RD")].mean == pytest.approx(95.0)
+    out: list[str] = []
+    print_tables([table], opts, [rec], echo=out.append)
+    assert len(out) == 4 and "OPTIMISTIC" in out[3] and "OPTIMISTIC" not in out[1]
