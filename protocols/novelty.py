@@ -53,11 +53,11 @@ class NoveltyProtocol(Protocol):
         test = NoveltyTest(self.name, root, cls, config.image_size, config.max_test_images, seed=0, **split)
         return train, test
 
-    def evaluate(self, model, test_set: Dataset, config: RunConfig, device):
+    def evaluate(self, model, test_set: Dataset, config: RunConfig, device, keep_maps: bool = False):
         from rdbench.evaluate import evaluate_novelty
 
         return evaluate_novelty(model, test_set, config.layers, config.gaussian_sigma, device,
-                                config.eval_batch_size)
+                                config.eval_batch_size, keep_maps=keep_maps)
 
 
 for _name in NOVELTY_DATASETS.names():

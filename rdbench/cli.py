@@ -250,6 +250,7 @@ def reproduce(
         plan,
         print_tables,
         results_records,
+        save_sweep,
     )
     from rdbench.tables import TABLES, GridOptions, all_tables, get_table
 
@@ -305,6 +306,7 @@ def reproduce(
         _fail("data problems, nothing was trained:\n" + "\n\n".join(problems))
     typer.echo(f"{len(planned)} runs: {len(planned) - len(todo)} already recorded, running {len(todo)} "
                f"with the {executor} executor")
+    save_sweep(results, tables, opts)
 
     def report(rec: dict) -> None:
         c = rec["config"]

@@ -107,7 +107,7 @@ def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: f
 
 
 def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,
-                     device: torch.device, batch_size: int = 16) -> EvalResult:
+                     device: torch.device, batch_size: int = 16, keep_maps: bool = False) -> EvalResult:
     """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max."""
     maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size)
     labels = np.asarray(items["label"])
@@ -118,4 +118,4 @@ def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], 
     per_image = {"label": items["label"], "target": items.get("target", []),
                  "score": [float(v) for v in score_sum], "score_max": [float(v) for v in score_max]}
     return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"), errors,
-                      peak)
+                      peak, maps if keep_maps else None)

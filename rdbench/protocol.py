@@ -23,11 +23,13 @@ class Protocol:
         """(train set of images, test set of NamedTuple items with an ``image`` and a ``label``)."""
         raise NotImplementedError
 
-    def evaluate(self, model, test_set: Dataset, config: RunConfig, device: torch.device):
-        """Metrics of a trained model on the test set -> rdbench.evaluate.EvalResult."""
+    def evaluate(self, model, test_set: Dataset, config: RunConfig, device: torch.device, keep_maps: bool = False):
+        """Metrics of a trained model on the test set -> rdbench.evaluate.EvalResult (with the maps
+        when ``keep_maps``, for the gallery)."""
         from rdbench.evaluate import evaluate
 
-        return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size)
+        return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size,
+                        keep_maps=keep_maps)
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")

@@ -82,6 +82,44 @@ def print_tables(tables: list[PaperTable], opts: GridOptions, records: list[dict
                               " -- OPTIMISTIC: best epoch chosen on the test set"))
 
 
+def save_sweep(results_dir: Path, tables: list[PaperTable], opts: GridOptions) -> list[Path]:
+    """Remember which grid each table was reproduced with (``<results>/sweeps/table<k>_<hash>.json``),
+    so the report can lay the records out in the same cells later."""
+    import dataclasses
+    import hashlib
+    import json
+    from datetime import datetime, timezone
+
+    from rdbench.records import write_record
+
+    options = dataclasses.asdict(opts)
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    paths = []
+    for t in tables:
+        path = Path(results_dir) / "sweeps" / f"table{t.key}_{digest}.json"
+        write_record({"table": t.key, "options": options,
+                      "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}, path)
+        paths.append(path)
+    return paths
+
+
+def load_sweeps(results_dir: Path) -> list[tuple[str, GridOptions]]:
+    """(table key, grid options) of every sweep saved under ``results_dir``; unreadable ones skipped."""
+    import json
+    import sys
+
+    out = []
+    for path in sorted((Path(results_dir) / "sweeps").glob("table*.json")):
+        try:
+            d = json.loads(path.read_text())
+            opts = d["options"]
+            opts["limit_categories"] = tuple(opts.get("limit_categories") or ())
+            out.append((str(d["table"]), GridOptions(**opts)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"warning: skipping unreadable sweep file {path}: {exc}", file=sys.stderr)
+    return out
+
+
 def results_records(results_dir: Path) -> list[dict]:
     from rdbench.records import read_records
 

@@ -12,6 +12,7 @@ import torch
 
 from rdbench.config import RunConfig
 from rdbench.device import resolve_device
+from rdbench.gallery import make_gallery
 from rdbench.models.rd import build_rd_model
 from rdbench.protocol import get_protocol
 from rdbench.records import check_writable, environment, new_record, record_path, write_record
@@ -99,7 +100,9 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
                     checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway)
         record["loss_curve"] = fit.loss_curve
-        ev = protocol.evaluate(model, test_set, config, device)
+        ev = protocol.evaluate(model, test_set, config, device, keep_maps=True)
+        record["gallery"] = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
+        ev.maps = ev.masks = None  # free them: a category's maps are ~100 MB at 256 px
         if config.eval_protocol == "paper":
             curve.append({"epoch": config.epochs, **ev.metrics})
             record["metric_curve"] = curve

@@ -91,3 +91,14 @@ def test_fashionmnist_novelty_on_real_data(tmp_path):
     assert min(aurocs) > 0.75  # chance is 0.5
     assert all(sum(r["per_image"]["label"]) > 0 for r in records)
     assert "FashionMNIST" in res.output and "95.0" in res.output  # the paper's cell beside ours
+
+
+def test_sweep_manifest_round_trip(tmp_path):
+    from rdbench.reproduce import load_sweeps, save_sweep
+    from rdbench.tables import GridOptions, get_table
+
+    opts = GridOptions(data_root="/d", seeds=2, epochs=3, limit_categories=("carpet",), backbone="resnet18")
+    save_sweep(tmp_path, [get_table("1"), get_table("5")], opts)
+    (tmp_path / "sweeps" / "table9_broken.json").write_text("{")
+    loaded = load_sweeps(tmp_path)
+    assert loaded == [("1", opts), ("5", opts)]

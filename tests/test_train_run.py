@@ -184,3 +184,23 @@ def test_paper_eval_protocol_records_curve_and_optimistic_best(tiny_mvtec, tmp_p
     assert best["optimistic"] is True
     assert best["pixel_auroc"]["value"] == max(p["pixel_auroc"] for p in paper["metric_curve"])
     assert "metric_curve" not in final
+
+
+def test_record_keeps_a_small_gallery(tiny_mvtec, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    rec = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
+    gallery = rec["gallery"]
+    assert 2 <= len(gallery) <= 4
+    assert {g["label"] for g in gallery} == {0, 1}
+    top = max((g for g in gallery if g["label"] == 1), key=lambda g: g["score"])
+    assert top["score"] == max(s for s, lab in zip(rec["per_image"]["score"], rec["per_image"]["label"]) if lab)
+    for key, mode in (("image_png", "RGB"), ("mask_png", "L"), ("map_png", "L")):
+        img = Image.open(io.BytesIO(base64.b64decode(top[key])))
+        assert img.size == (128, 128) and img.mode == mode
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(top["mask_png"]))))
+    assert set(np.unique(mask)) == {0, 255}  # the defect square is there
+    assert top["map_range"][0] <= top["map_range"][1]
