@@ -63,7 +63,8 @@ class Table4(PaperTable):
         return runs
 
     def config(self, opts: GridOptions, dataset: str, cls: str, seed: int) -> RunConfig:
-        extra = {k: NOVELTY_DEFAULTS[k] for k in ("split_seed", "test_fraction")} if dataset == "caltech256" else {}
+        extra = {"split_seed": opts.caltech_split_seed, "test_fraction": opts.caltech_test_fraction} \
+            if dataset == "caltech256" else {}
         return RunConfig(protocol=dataset, data_root=opts.novelty_root, category=cls,
                          backbone=opts.backbone or "wide_resnet50_2", weights=opts.weights, seed=seed,
                          device=opts.device,

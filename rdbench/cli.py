@@ -235,6 +235,8 @@ def reproduce(
     batch_size: int = typer.Option(None, help="override the paper's batch size 16"),
     image_size: int = typer.Option(None, help="override the image size where a table does not vary it"),
     backbone: str = typer.Option(None, help="override the backbone where a table does not vary it (not Table 6)"),
+    caltech_split_seed: int = typer.Option(0, help="Table 4, Caltech-256: seed of the train/test split"),
+    caltech_test_fraction: float = typer.Option(0.2, help="Table 4, Caltech-256: share of the normal images tested"),
     dry_run: bool = typer.Option(False, help="list the runs and their estimated cost; train nothing"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
@@ -273,7 +275,8 @@ def reproduce(
                        seeds=seeds, epochs=epochs, device=device, eval_protocol=eval_protocol, weights=weights,
                        limit_categories=tuple(c for c in limit_categories.split(",") if c),
                        max_train_images=max_train_images, max_test_images=max_test_images,
-                       batch_size=batch_size, image_size=image_size, backbone=backbone)
+                       batch_size=batch_size, image_size=image_size, backbone=backbone,
+                       caltech_split_seed=caltech_split_seed, caltech_test_fraction=caltech_test_fraction)
     if opts.limit_categories:
         valid = {c for t in tables for c in t.categories(opts)}
         unknown = [c for c in opts.limit_categories if c not in valid]

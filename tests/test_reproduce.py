@@ -102,3 +102,20 @@ def test_sweep_manifest_round_trip(tmp_path):
     (tmp_path / "sweeps" / "table9_broken.json").write_text("{")
     loaded = load_sweeps(tmp_path)
     assert loaded == [("1", opts), ("5", opts)]
+
+
+def test_table4_caltech_grid_from_data_and_run(tmp_path):
+    from test_novelty_data import write_caltech
+
+    root = write_caltech(tmp_path / "tv")
+    res = _run("--table", "4", "--dry-run", "--novelty-root", root, "--limit-categories", "caltech256",
+               "--results", tmp_path / "res")
+    lines = [line for line in res.output.splitlines() if line.startswith("todo")]
+    # ak47 (160 images) and backpack (150) qualify; american-flag (20) does not
+    assert [line.split()[2] for line in lines] == ["0", "2"] and "Caltech-256" in lines[0]
+    res = _run("--table", "4", "--novelty-root", root, "--limit-categories", "caltech256:0", "--results",
+               tmp_path / "res", "--caltech-split-seed", "3", *SMALL)
+    assert res.exit_code == 0, res.output
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
+    assert rec["config"]["extra"] == {"split_seed": 3, "test_fraction": 0.2}
+    assert rec["counts"]["test"] == 2 * 30 and sum(rec["per_image"]["label"]) == 30  # 50% clutter outliers
