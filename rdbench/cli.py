@@ -56,6 +56,8 @@ def run(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     results: Path = typer.Option(Path("results"), help="results folder; records go to <results>/runs"),
     resume: bool = typer.Option(False, help="continue from this config's last epoch checkpoint"),
+    checkpoint_every_s: float = typer.Option(60.0, help="write a resume checkpoint after an epoch once this many "
+                                                        "seconds passed since the last one (0 = every epoch)"),
     max_train_images: int = typer.Option(None, help="use only the first N training images (smoke runs)"),
     max_test_images: int = typer.Option(None, help="stratified subset of N test images (novelty smoke runs)"),
     eval_protocol: str = typer.Option("final", help="final | paper (also evaluate every 10 epochs)"),
@@ -87,7 +89,7 @@ def run(
     except ValueError as exc:
         _fail(str(exc))
     try:
-        record = run_one(config, results, progress=progress, resume=resume)
+        record = run_one(config, results, progress=progress, resume=resume, checkpoint_every_s=checkpoint_every_s)
     except OSError as exc:  # results folder unwritable: nothing could be recorded
         _fail(str(exc))
     if record["status"] != "ok":
@@ -209,6 +211,7 @@ def demo(
     typer.echo("")
     typer.echo(summary_table(records))
     typer.echo(f"records: {Path(out) / 'runs'}")
+    typer.echo(f"report: {_render(Path(out), Path(out) / 'report', 'rdbench demo')}")
     if any(r["status"] != "ok" for r in records):
         raise typer.Exit(1)
 
@@ -322,7 +325,75 @@ def reproduce(
     except (OSError, ValueError, ImportError) as exc:
         _fail(str(exc))
     print_tables(tables, opts, results_records(results), echo=typer.echo)
+    typer.echo(f"\nreport: {_render(results, results / 'report')}")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         typer.secho(f"{len(failed)} run(s) failed; their records hold the errors", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    results: Path = typer.Option(Path("results"), help="results folder (records in <results>/runs)"),
+    out: Path = typer.Option(Path("reports"), help="folder for index.html and tables/"),
+    title: str = typer.Option(None, help="page title (default: the results folder's name)"),
+) -> None:
+    """Render the HTML report: paper tables vs ours, Fig. 5-7 style figures, runs, provenance (one file)."""
+    if not results.is_dir():
+        _fail(f"no results folder at {results}")
+    typer.echo(f"report: {_render(results, out, title)}")
+
+
+def _render(results: Path, out: Path, title: str | None = None) -> Path:
+    from rdbench.report import render_report
+
+    try:
+        return render_report(results, out, title=title)
+    except OSError as exc:
+        _fail(f"cannot write the report to {out}: {exc}")
+        raise
+
+
+baseline_app = typer.Typer(no_args_is_help=True, help="Regression baselines from run records.")
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("save")
+def baseline_save(
+    results: Path = typer.Option(..., help="results folder whose records form the baseline"),
+    out: Path = typer.Option(..., help="baseline JSON to write (commit it next to the code)"),
+    floor: float = typer.Option(0.01, help="absolute tolerance floor stored in the baseline (0.01 = 1 point)"),
+) -> None:
+    """Store per cell (settings without seed) and metric the mean and spread over seeds."""
+    from rdbench.baseline import save_baseline
+
+    try:
+        b = save_baseline(results, out, floor=floor)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"baseline of {len(b['cells'])} cells written to {out}")
+
+
+@app.command()
+def check(
+    baseline: Path = typer.Option(..., help="baseline JSON (rdbench baseline save)"),
+    results: Path = typer.Option(..., help="results folder with the fresh records"),
+    tolerance: float = typer.Option(None, help="absolute tolerance for every metric (default: max(floor, "
+                                               "3 x the baseline's seed std))"),
+    floor: float = typer.Option(None, help="override the baseline's absolute floor"),
+    verbose: bool = typer.Option(False, help="list every metric, not only the problems"),
+) -> None:
+    """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance or a missing cell."""
+    from rdbench.baseline import check as run_check
+    from rdbench.baseline import format_rows
+
+    try:
+        rows = run_check(baseline, results, tolerance=tolerance, floor=floor)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    bad = [r for r in rows if r.status in ("REGRESSION", "MISSING")]
+    typer.echo(format_rows(rows, only_problems=not verbose and bool(bad)))
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "improved", "REGRESSION", "MISSING")}
+    typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if bad:
         raise typer.Exit(1)

@@ -266,3 +266,11 @@ def test_error_corrupt_image_named_at_load(tiny_mvtec, damage):
     assert str(path) in str(e.value) and "Fix:" in str(e.value)
     with pytest.raises(DatasetError, match="cannot read image file"):
         check_category(tiny_mvtec, "carpet", deep=True)
+
+
+def test_mask_without_image_is_reported(tiny_mvtec):
+    (tiny_mvtec / "carpet" / "test" / "hole" / "001.png").unlink()
+    with pytest.raises(DatasetError) as err:
+        check_category(tiny_mvtec, "carpet")
+    msg = str(err.value)
+    assert "1 mask(s) without a test image" in msg and "001_mask.png" in msg and "Fix:" in msg

@@ -155,6 +155,16 @@ def check_category(root: str | Path, category: str, deep: bool = False) -> Categ
         more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise err(f"{len(missing)} anomalous test image(s) without a mask, first", missing[0][0],
                   f"add the masks (white = defect, same size as the image):\n{listing}{more}")  # fmt: skip
+    used = {s.mask_path.resolve() for s in test if s.mask_path is not None}
+    gt_root = cat_dir / "ground_truth"
+    gt_dirs = [d for d in sorted(gt_root.iterdir()) if d.is_dir()] if gt_root.is_dir() else []
+    orphans = [m for d in gt_dirs for m in list_images(d) if m.resolve() not in used]
+    if orphans:
+        # a mask whose image is missing usually means a half-copied dataset: the metrics would be wrong
+        listing = "\n".join(f"  {m}" for m in orphans[:5]) + (f"\n  ... and {len(orphans) - 5} more"
+                                                               if len(orphans) > 5 else "")
+        raise err(f"{len(orphans)} mask(s) without a test image, first", orphans[0],
+                  f"restore the test images test/<defect>/<name>.png for these masks, or remove the masks:\n{listing}")
     files = CategoryFiles(root, category, train, test)
     if deep:
         for path in train:

@@ -130,6 +130,7 @@ def loss_curves(records: Iterable[dict]) -> tuple[str | None, int]:
                     linestyle="-" if rec.get("status") == "ok" else "--", label=run_label(rec["config"]))
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.tick_params(labelsize=6)
         if len(recs) <= 8:
             ax.legend(fontsize=5)
@@ -159,6 +160,7 @@ def metric_curves(records: Iterable[dict]) -> tuple[str | None, int]:
                 ax.plot(best["epoch"], 100 * best["value"], marker="*", markersize=10, color=line.get_color())
         ax.set_title(f"{group_key(rec['config'])}\n{run_label(rec['config'])}", fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("%", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=5)
@@ -221,4 +223,29 @@ def gallery(record: dict) -> list[dict]:
                         "overlay": png_uri(overlay(e["image_png"], e["map_png"]))})
         except (KeyError, ValueError, TypeError, OSError):
             continue
+    return out
+
+
+def galleries(records: list[dict]) -> list[dict]:
+    """Fig. 6/7 style: per protocol/category, the gallery of the run closest to the paper's setting
+    (one run per category keeps a 200-run report at a few MB)."""
+    def paper_likeness(r: dict) -> tuple:
+        c = r["config"]
+        return (c.get("backbone") != "wide_resnet50_2", c.get("image_size") != 256,
+                c.get("bottleneck") != "pre+oce+mff", list(c.get("layers", [])) != [1, 2, 3],
+                (r.get("teacher_weights") or {}).get("kind") == "random", c.get("seed", 0))
+
+    best: dict[str, dict] = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("gallery"):
+            key = f"{r['config'].get('protocol', '?')}/{r['config'].get('category', '?')}"
+            if key not in best or paper_likeness(r) < paper_likeness(best[key]):
+                best[key] = r
+    out = []
+    for key in sorted(best):
+        r = best[key]
+        entries = gallery(r)
+        if entries:
+            out.append({"name": key, "run": run_label(r["config"]), "hash": r["config_hash"],
+                        "random": (r.get("teacher_weights") or {}).get("kind") == "random", "entries": entries})
     return out

@@ -46,7 +46,7 @@ class Block:
     """One metric of a table, laid out like the paper: rows x columns, each ours / paper / diff."""
     label: str
     columns: list[str]
-    rows: list[tuple[str, bool, list[CellView]]]  # (row, is an average row, cells by column)
+    rows: list[tuple[str, bool, list[CellView | None]]]  # (row, average row?, cell per column or None)
 
 
 @dataclass
@@ -75,13 +75,13 @@ def _num(v: float | None, metric: str) -> str:
 def _shade(c: Cell) -> str:
     if c.diff is None:
         return ""
-    if c.metric in LOWER_IS_BETTER:  # seconds and MB on other hardware: judge the ratio, lower is better
-        size, good, full = (abs(c.mean / c.paper - 1) if c.paper else 0.0), c.diff <= 0, 1.0
-    else:  # percentage points; 5 points off is as red as it gets
-        size, good, full = abs(c.diff), c.diff >= 0, 5.0
-    if size < 0.05 * (full / 5):
+    if c.metric in LOWER_IS_BETTER:  # seconds and MB on other hardware: judge the ratio; 2x off is full colour
+        size, good, floor = abs(c.mean / c.paper - 1) if c.paper else 0.0, c.diff <= 0, 0.01
+    else:  # percentage points; 5 points off is full colour
+        size, good, floor = abs(c.diff) / 5.0, c.diff >= 0, 0.01
+    if size < floor:  # shows as +0.0 / -0.0: no colour
         return ""
-    alpha = 0.12 + 0.55 * min(size / full, 1.0)
+    alpha = 0.12 + 0.55 * min(size, 1.0)
     return f"rgba(47,158,68,{alpha:.2f})" if good else f"rgba(224,49,49,{alpha:.2f})"
 
 
@@ -123,6 +123,10 @@ def describe_options(o: GridOptions) -> str:
              "categories " + (", ".join(o.limit_categories) if o.limit_categories else "all")]
     for name in ("image_size", "backbone", "batch_size", "max_train_images", "max_test_images"):
         if getattr(o, name) is not None:
+            parts.append(f"{name.replace('_', ' ')} {getattr(o, name)}")
+    default = GridOptions()
+    for name in ("caltech_split_seed", "caltech_test_fraction"):  # Table 4's Caltech split, when not the default
+        if getattr(o, name, None) is not None and getattr(o, name) != getattr(default, name, None):
             parts.append(f"{name.replace('_', ' ')} {getattr(o, name)}")
     return "; ".join(parts)
 
@@ -191,8 +195,8 @@ def table_views(records: list[dict], sweeps: list[tuple[str, GridOptions]], warn
             views.append(_view(slug, table, opts, records, "final"))
             if opts.eval_protocol == "paper" and table.key != "3":
                 views.append(_view(slug + "_best", table, opts, records, "best"))
-        except ValueError as exc:  # e.g. a sweep limited to categories this table no longer knows
-            warn.append(f"table {table.key} ({describe_options(opts)}) skipped: {exc}")
+        except (ValueError, KeyError, TypeError) as exc:  # unknown categories in a sweep, a malformed record
+            warn.append(f"table {table.key} ({describe_options(opts)}) skipped: {type(exc).__name__}: {exc}")
     return views, notes
 
 
@@ -250,7 +254,7 @@ def provenance(records: list[dict]) -> dict:
     envs = [r.get("environment") or {} for r in records]
     code = [(e.get("commit") or "unknown (not a git checkout)")[:12] +
             (" + uncommitted changes" if e.get("dirty") else "" if e.get("dirty") is False else "") for e in envs]
-    teachers = [f"{t.get('kind', '?')}: {t.get('name', '?')}" + (f" sha256 {t['sha256'][:12]}" if t.get("sha256")
+    teachers = [f"{t.get('kind', '?')}: {t.get('name', '?')}" + (f" sha256 {str(t['sha256'])[:12]}" if t.get("sha256")
                                                                   else "")
                 for t in (r.get("teacher_weights") or {} for r in records)]
     return {
@@ -284,7 +288,7 @@ def _warnings_about(records: list[dict]) -> list[str]:
 
 
 class _Tee(io.TextIOBase):
-    """stderr that still prints, and keeps a copy: read_records/load_sweeps report skipped files there."""
+    """stderr that still prints, and keeps a copy: load_sweeps reports skipped files there."""
 
     def __init__(self, stream):
         self.stream, self.text = stream, []
@@ -295,23 +299,46 @@ class _Tee(io.TextIOBase):
         return len(s)
 
 
+def _warn(warn: list[str], message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+    warn.append(message)
+
+
 def load(results_dir: Path) -> tuple[list[dict], list[tuple[str, GridOptions]], list[str]]:
-    from rdbench.records import read_records
+    """Records, sweeps and warnings. The loop is read_records' own (same files, same messages), kept here
+    to know each file's name: a readable file that is not a complete record is skipped by name too."""
+    from rdbench.records import read_record
     from rdbench.reproduce import load_sweeps
 
+    warn: list[str] = []
+    records = []
+    for path in sorted((results_dir / "runs").glob("*.json")):
+        try:
+            rec = read_record(path)
+        except (OSError, ValueError) as exc:
+            _warn(warn, f"skipping unreadable record {path}: {exc}")
+            continue
+        if isinstance(rec.get("config_hash"), str) and isinstance(rec.get("config"), dict):
+            records.append(rec)
+        else:
+            _warn(warn, f"skipping record without config/config_hash: {path}")
     tee = _Tee(sys.stderr)
     with contextlib.redirect_stderr(tee):
-        records = read_records(results_dir)
         sweeps = load_sweeps(results_dir)
-    warn = [line.removeprefix("warning: ") for line in "".join(tee.text).splitlines() if line.strip()]
-    usable = []
-    for r in records:  # a readable file that is not a complete record must not break the tables
-        if isinstance(r.get("config_hash"), str) and isinstance(r.get("config"), dict):
-            usable.append(r)
-        else:
-            warn.append(f"skipping record without config/config_hash: {r.get('record_path', '?')}")
-            print(f"warning: {warn[-1]}", file=sys.stderr)
-    return usable, sweeps, warn
+    warn += [line.removeprefix("warning: ") for line in "".join(tee.text).splitlines() if line.strip()]
+    return records, sweeps, warn
+
+
+def _figure(what: str, draw, records: list[dict], warn: list[str]) -> str | None:
+    """A figure, or None and a warning: a record with odd contents must cost one figure, not the report."""
+    try:
+        uri, dropped = draw(records)
+    except Exception as exc:  # any plotting error: the page says which figure and why
+        warn.append(f"{what} not drawn: {type(exc).__name__}: {exc}")
+        return None
+    if dropped:
+        warn.append(f"{what}: {dropped} panel(s) beyond the first {figures.MAX_PANELS} left out")
+    return uri
 
 
 def render_report(results_dir: Path | str, out_dir: Path | str, title: str | None = None) -> Path:
@@ -322,13 +349,9 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, sweeps, warn = load(results_dir)
     views, table_notes = table_views(records, sweeps, warn) if (records or sweeps) else ([], [])
-    hist, hist_dropped = figures.score_histograms(records)
-    loss, loss_dropped = figures.loss_curves(records)
-    curves, curves_dropped = figures.metric_curves(records)
-    for what, n in (("score histograms", hist_dropped), ("loss curves", loss_dropped), ("metric curves",
-                                                                                       curves_dropped)):
-        if n:
-            warn.append(f"{what}: {n} panel(s) beyond the first {figures.MAX_PANELS} left out")
+    hist = _figure("score histograms", figures.score_histograms, records, warn)
+    loss = _figure("loss curves", figures.loss_curves, records, warn)
+    curves = _figure("metric curves", figures.metric_curves, records, warn)
     metric_names, runs = runs_rows(records)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -337,7 +360,7 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         records=records, n_ok=sum(r.get("status") == "ok" for r in records), views=views, table_notes=table_notes,
         warnings=warn + _warnings_about(records), hist=hist, loss=loss, curves=curves,
-        galleries=galleries(records), colorbar=figures.colorbar_css(), metric_names=metric_names, runs=runs,
+        galleries=figures.galleries(records), colorbar=figures.colorbar_css(), metric_names=metric_names, runs=runs,
         prov=provenance(records), pro_note=PRO_NOTE, n_sweeps=len(sweeps))
     out_dir.mkdir(parents=True, exist_ok=True)
     tables_dir = out_dir / "tables"
@@ -350,28 +373,3 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
     page = out_dir / "index.html"
     page.write_text(html, encoding="utf-8")
     return page
-
-
-def galleries(records: list[dict]) -> list[dict]:
-    """Fig. 6/7 style: per protocol/category, the gallery of the run closest to the paper's setting
-    (one run per category keeps a 200-run report at a few MB)."""
-    def paper_likeness(r: dict) -> tuple:
-        c = r["config"]
-        return (c.get("backbone") != "wide_resnet50_2", c.get("image_size") != 256,
-                c.get("bottleneck") != "pre+oce+mff", list(c.get("layers", [])) != [1, 2, 3],
-                (r.get("teacher_weights") or {}).get("kind") == "random", c.get("seed", 0))
-
-    best: dict[str, dict] = {}
-    for r in records:
-        if r.get("status") == "ok" and r.get("gallery"):
-            key = f"{r['config'].get('protocol', '?')}/{r['config'].get('category', '?')}"
-            if key not in best or paper_likeness(r) < paper_likeness(best[key]):
-                best[key] = r
-    out = []
-    for key in sorted(best):
-        r = best[key]
-        entries = figures.gallery(r)
-        if entries:
-            out.append({"name": key, "run": figures.run_label(r["config"]), "hash": r["config_hash"],
-                        "random": (r.get("teacher_weights") or {}).get("kind") == "random", "entries": entries})
-    return out

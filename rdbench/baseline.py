@@ -1,0 +1,121 @@
+"""Regression baselines: per cell (a run's settings without its seed) and metric, the mean and spread
+over seeds; ``check`` compares fresh records against it and says what moved."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rdbench import __version__
+from rdbench.config import RunConfig
+from rdbench.records import read_records, write_record
+
+SCHEMA = 1
+DEFAULT_FLOOR = 0.01  # absolute: one AUROC/PRO point; below that, CPU-kernel noise between machines
+SPREAD_FACTOR = 3.0  # tolerance = max(floor, 3 x the baseline's seed std)
+
+
+def cell_key(config: dict) -> str:
+    """Identity of a cell: every result-relevant setting except the seed."""
+    d = RunConfig.from_dict(config).to_dict()
+    for name in (*RunConfig.NON_RESULT_FIELDS, "seed"):
+        d.pop(name, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_label(config: dict) -> str:
+    c = config
+    extra = [f"{c['image_size']}px", f"{c['epochs']}ep", c["bottleneck"], "L" + ",".join(map(str, c["layers"])),
+             f"weights={c['weights'] if c['weights'] in ('imagenet', 'none') else 'file'}"]
+    return f"{c['protocol']}/{c['category']}/{c['backbone']} ({' '.join(extra)})"
+
+
+def _groups(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            out.setdefault(cell_key(r["config"]), []).append(r)
+    return out
+
+
+def save_baseline(results_dir: Path | str, out: Path | str, floor: float = DEFAULT_FLOOR) -> dict:
+    records = read_records(Path(results_dir))
+    cells = {}
+    for key, recs in sorted(_groups(records).items()):
+        metrics = {}
+        for name in sorted({m for r in recs for m, v in (r.get("metrics") or {}).items() if v is not None}):
+            values = [r["metrics"][name] for r in recs if r["metrics"].get(name) is not None]
+            metrics[name] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1
+                             else None, "n": len(values), "values": values}
+        config = dict(recs[0]["config"])
+        config.pop("seed")
+        cells[key] = {"label": cell_label(recs[0]["config"]), "config": config,
+                      "seeds": sorted(r["config"]["seed"] for r in recs), "metrics": metrics}
+    if not cells:
+        raise ValueError(f"no successful run records under {Path(results_dir) / 'runs'}; nothing to baseline")
+    baseline = {"schema": SCHEMA, "rdbench": __version__, "floor": floor,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "commits": sorted({str((r.get("environment") or {}).get("commit")) for r in records}),
+                "cells": cells}
+    write_record(baseline, Path(out))
+    return baseline
+
+
+@dataclass
+class Row:
+    label: str
+    metric: str
+    baseline: float | None
+    baseline_std: float | None
+    fresh: float | None
+    tolerance: float | None
+    status: str  # ok | REGRESSION | improved | MISSING
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.fresh is None or self.baseline is None else self.fresh - self.baseline
+
+
+def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float | None = None,
+          floor: float | None = None) -> list[Row]:
+    """Compare fresh records with a baseline. All metrics are higher-is-better (AUROC, PRO): a fresh
+    mean below the baseline mean by more than the tolerance is a regression. The tolerance is
+    ``tolerance`` if given, else max(floor, 3 x the baseline's seed std). A cell or metric of the
+    baseline with no fresh value is MISSING (a failure, never a silent pass)."""
+    try:
+        baseline = json.loads(Path(baseline_file).read_text())
+        cells = baseline["cells"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read baseline {baseline_file}: {type(exc).__name__}: {exc}; make one with "
+                         "rdbench baseline save --results DIR --out FILE") from None
+    floor = baseline.get("floor", DEFAULT_FLOOR) if floor is None else floor
+    fresh = _groups(read_records(Path(results_dir)))
+    rows = []
+    for key, cell in cells.items():
+        recs = fresh.get(key, [])
+        for name, stats in cell["metrics"].items():
+            values = [r["metrics"][name] for r in recs if (r.get("metrics") or {}).get(name) is not None]
+            tol = tolerance if tolerance is not None else max(floor, SPREAD_FACTOR * (stats["std"] or 0.0))
+            if not values:
+                rows.append(Row(cell["label"], name, stats["mean"], stats["std"], None, tol, "MISSING"))
+                continue
+            mean = statistics.fmean(values)
+            status = "REGRESSION" if mean < stats["mean"] - tol else "improved" if mean > stats["mean"] + tol else "ok"
+            rows.append(Row(cell["label"], name, stats["mean"], stats["std"], mean, tol, status))
+    return rows
+
+
+def format_rows(rows: list[Row], only_problems: bool = False) -> str:
+    def f(v: float | None, sign: bool = False) -> str:
+        return "-" if v is None else (f"{100 * v:+.2f}" if sign else f"{100 * v:.2f}")
+
+    shown = [r for r in rows if not only_problems or r.status in ("REGRESSION", "MISSING")]
+    lines = [f"{'status':<11}{'metric':<13}{'baseline':>9}{'fresh':>8}{'delta':>8}{'tol':>7}  cell"]
+    for r in shown:
+        lines.append(f"{r.status:<11}{r.metric:<13}{f(r.baseline):>9}{f(r.fresh):>8}{f(r.delta, True):>8}"
+                     f"{f(r.tolerance):>7}  {r.label}")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Regression baselines: save, check, and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rdbench.baseline import cell_key, check, save_baseline
+from rdbench.cli import app
+from rdbench.config import RunConfig
+from rdbench.records import record_path, write_record
+
+runner = CliRunner()
+
+
+def _write(results, config: RunConfig, **metrics):
+    rec = {"config": config.to_dict(), "config_hash": config.hash(), "status": "ok", "metrics": metrics,
+           "environment": {"commit": "abc"}}
+    write_record(rec, record_path(results, config))
+    return rec
+
+
+@pytest.fixture
+def base(tmp_path):
+    res = tmp_path / "base"
+    c = RunConfig(category="carpet", backbone="resnet18", epochs=5)
+    _write(res, c.replace(seed=1), image_auroc=0.90, pixel_auroc=0.95)
+    _write(res, c.replace(seed=2), image_auroc=0.92, pixel_auroc=0.95)
+    _write(res, RunConfig(category="grid", backbone="resnet18", epochs=5), image_auroc=0.80, pixel_auroc=0.90)
+    save_baseline(res, tmp_path / "b.json", floor=0.01)
+    return tmp_path, c
+
+
+def test_cell_key_ignores_seed_device_and_root():
+    c = RunConfig(category="carpet")
+    assert cell_key(c.to_dict()) == cell_key(c.replace(seed=5, device="cuda", data_root="/x").to_dict())
+    assert cell_key(c.to_dict()) != cell_key(c.replace(epochs=3).to_dict())
+
+
+def test_saved_statistics(base):
+    tmp, c = base
+    b = json.loads((tmp / "b.json").read_text())
+    cell = b["cells"][cell_key(c.to_dict())]
+    assert cell["seeds"] == [1, 2] and "seed" not in cell["config"]
+    assert cell["metrics"]["image_auroc"]["mean"] == pytest.approx(0.91)
+    assert cell["metrics"]["image_auroc"]["std"] == pytest.approx(0.0141421356)
+    assert cell["metrics"]["pixel_auroc"]["n"] == 2 and b["floor"] == 0.01 and b["commits"] == ["abc"]
+
+
+def test_unchanged_rerun_passes(base, tmp_path):
+    tmp, c = base
+    rows = check(tmp / "b.json", tmp / "base")
+    assert {r.status for r in rows} == {"ok"} and len(rows) == 4
+    res = runner.invoke(app, ["check", "--baseline", str(tmp / "b.json"), "--results", str(tmp / "base")])
+    assert res.exit_code == 0 and "4 ok" in res.output
+
+
+def test_doctored_record_fails_and_names_cell(base):
+    tmp, c = base
+    fresh = tmp / "fresh"
+    _write(fresh, c.replace(seed=1), image_auroc=0.90, pixel_auroc=0.95)
+    _write(fresh, c.replace(seed=2), image_auroc=0.92, pixel_auroc=0.90)  # pixel AUROC down 2.5 points on avg
+    _write(fresh, RunConfig(category="grid", backbone="resnet18", epochs=5), image_auroc=0.80, pixel_auroc=0.90)
+    rows = {(r.label.split(" ")[0], r.metric): r for r in check(tmp / "b.json", fresh)}
+    bad = rows[("mvtec/carpet/resnet18", "pixel_auroc")]
+    assert bad.status == "REGRESSION" and bad.delta == pytest.approx(-0.025) and bad.tolerance == 0.01
+    # image AUROC tolerance comes from the seed spread: 3 x 1.41 points
+    assert rows[("mvtec/carpet/resnet18", "image_auroc")].tolerance == pytest.approx(0.0424264)
+    res = runner.invoke(app, ["check", "--baseline", str(tmp / "b.json"), "--results", str(fresh)])
+    assert res.exit_code == 1
+    assert "REGRESSION" in res.output and "mvtec/carpet/resnet18" in res.output and "pixel_auroc" in res.output
+    assert "-2.50" in res.output
+    loose = runner.invoke(app, ["check", "--baseline", str(tmp / "b.json"), "--results", str(fresh),
+                                "--tolerance", "0.03"])
+    assert loose.exit_code == 0
+
+
+def test_missing_cell_is_reported_not_passed(base):
+    tmp, c = base
+    fresh = tmp / "partial"
+    _write(fresh, c.replace(seed=1), image_auroc=0.99, pixel_auroc=0.99)
+    rows = check(tmp / "b.json", fresh)
+    assert {r.status for r in rows if r.label.startswith("mvtec/grid")} == {"MISSING"}
+    assert {r.status for r in rows if r.label.startswith("mvtec/carpet")} == {"improved"}
+    res = runner.invoke(app, ["check", "--baseline", str(tmp / "b.json"), "--results", str(fresh)])
+    assert res.exit_code == 1 and "MISSING" in res.output and "mvtec/grid" in res.output
+
+
+def test_bad_inputs(tmp_path):
+    (tmp_path / "b.json").write_text("{}")
+    res = runner.invoke(app, ["check", "--baseline", str(tmp_path / "b.json"), "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "cannot read baseline" in res.output
+    res = runner.invoke(app, ["baseline", "save", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no successful run records" in res.output

@@ -1,0 +1,212 @@
+"""The HTML report: tables against the paper, figures, runs, provenance, from hand-made records."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rdbench.gallery import _png
+from rdbench.records import write_record
+from rdbench.report import render_report
+from rdbench.reproduce import save_sweep
+from rdbench.tables import GridOptions, get_table
+
+# Table 1-3 sweep: two seeds, three categories, 2 epochs (hashes differ from the paper's 200-epoch runs)
+OPTS = GridOptions(data_root="/data/mvtec", seeds=2, epochs=2, limit_categories=("carpet", "grid", "bottle"))
+# Table 5 sweep with the authors' evaluation loop: best-epoch (optimistic) tables too
+PAPER_OPTS = GridOptions(data_root="/data/mvtec", epochs=20, eval_protocol="paper", limit_categories=("carpet",))
+ENV = {"python": "3.11.7", "torch": "2.3.0", "torchvision": "0.18.0", "cuda": None, "commit": "abc123def4567890",
+       "dirty": False, "device": "cpu", "device_name": "x86_64", "rdbench": "0.1.0"}
+
+
+def _gallery(rng: np.random.Generator) -> list[dict]:
+    img = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    heat = np.tile(np.linspace(0, 255, 128, dtype=np.uint8), (128, 1))
+    mask = np.zeros((128, 128), np.uint8)
+    mask[40:80, 40:80] = 255
+    return [{"index": 3, "path": "carpet/test/hole/000.png", "label": 1, "score": 0.91, "map_range": [0.12, 0.91],
+             "image_png": _png(img), "map_png": _png(heat), "mask_png": _png(mask)},
+            {"index": 0, "path": "carpet/test/good/000.png", "label": 0, "score": 0.33, "map_range": [0.1, 0.33],
+             "image_png": _png(img), "map_png": _png(heat)}]
+
+
+def record(config, status: str = "ok", teacher: str = "imagenet", **metrics) -> dict:
+    """A run record as run.execute_run writes it, with made-up numbers (fractions, like real records)."""
+    rng = np.random.default_rng(config.seed)
+    labels = [0] * 10 + [1] * 20
+    rec = {"schema_version": 1, "config": config.to_dict(), "config_hash": config.hash(), "seed": config.seed,
+           "status": status, "error": None, "environment": ENV,
+           "teacher_weights": {"kind": teacher, "name": "IMAGENET1K_V1" if teacher == "imagenet" else "none",
+                               "sha256": "f37072fd" * 8 if teacher == "imagenet" else None},
+           "loss_curve": [1.0 / (e + 1) for e in range(config.epochs)]}
+    if status != "ok":
+        rec["error"] = "RuntimeError: CUDA out of memory -- hint: lower --batch-size"
+        return rec
+    rec.update(metrics={"image_auroc": 0.95, "pixel_auroc": 0.96, "pro_rd4ad": 0.9, "pro_mvtec": 0.88, **metrics},
+               per_image={"label": labels, "score": list(rng.normal(0, 1, 10)) + list(rng.normal(2, 1, 20))},
+               timings={"train_s": 12.0, "eval_s": 2.0, "eval_images_per_s": 4.0, "eval_peak_memory_mb": 400.0})
+    if config.eval_protocol == "paper":
+        curve = [{"epoch": e, "image_auroc": 0.9 + e / 400, "pixel_auroc": 0.95} for e in (10, 20)]
+        curve[0]["image_auroc"] = 0.99  # the best epoch is an early one: optimistic differs from final
+        rec["metric_curve"] = curve
+        rec["best_epoch_metrics"] = {"optimistic": True, "image_auroc": {"value": 0.99, "epoch": 10},
+                                     "pixel_auroc": {"value": 0.95, "epoch": 10}}
+    return rec
+
+
+def make_results(root: Path) -> Path:
+    """Two seeds for carpet/RD, one seed elsewhere, a random teacher (bottle/RD), a failed run (grid/RD),
+    a corrupt file, a gallery (carpet/RD seed 111), a Table 5 sweep with eval protocol "paper"."""
+    by = {(g.row, g.column, g.config.seed): g.config for g in get_table("1").grid(OPTS)}
+    recs = [record(by[("carpet", "RD", 111)], image_auroc=0.97), record(by[("carpet", "RD", 112)], image_auroc=0.99),
+            record(by[("carpet", "RD@128", 111)], image_auroc=0.985),
+            record(by[("bottle", "RD", 111)], teacher="random", image_auroc=0.80),
+            record(by[("grid", "RD", 111)], status="failed")]
+    recs[0]["gallery"] = _gallery(np.random.default_rng(0))
+    t5 = {(g.column, g.config.seed): g.config for g in get_table("5").grid(PAPER_OPTS)}
+    recs.append(record(t5[("Pre+OCE+MFF", 111)], image_auroc=0.975))
+    for i, rec in enumerate(recs):
+        write_record(rec, root / "runs" / f"run{i:02d}_{rec['config_hash']}.json")
+    (root / "runs" / "broken_record.json").write_text('{"config": {"protocol": "mvt')  # a crash mid-write
+    save_sweep(root, [get_table(k) for k in ("1", "2", "3")], OPTS)
+    save_sweep(root, [get_table("5")], PAPER_OPTS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, str, str]:
+    root = make_results(tmp_path_factory.mktemp("results"))
+    out = tmp_path_factory.mktemp("report")
+    capture = pytest.MonkeyPatch()  # module-scoped fixture: capsys is not available
+    err = io.StringIO()
+    capture.setattr(sys, "stderr", err)
+    try:
+        page = render_report(root, out, title="Test report")
+    finally:
+        capture.undo()
+    return page, page.read_text(encoding="utf-8"), err.getvalue()
+
+
+def _text(html: str) -> str:
+    """Visible text, whitespace collapsed: what a reader sees."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def _row(html: str, table_id: str, row: str) -> str:
+    """Text of one row of the first metric table of a paper table section."""
+    section = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    line = re.search(rf'<th scope="row">{re.escape(row)}</th>(.*?)</tr>', section, re.S)
+    assert line, f"no row {row} in {table_id}"
+    return _text(line.group(1)).strip()
+
+
+def test_page_is_self_contained(report):
+    page, html, _ = report
+    assert page.name == "index.html" and page.exists()
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
+    assert "<script" not in html and "<link" not in html and "@import" not in html and "url(" not in html
+    assert "default-src 'none'" in html  # the browser itself refuses anything external
+
+
+def test_tables_against_the_paper(report):
+    _, html, _ = report
+    for t in ("1", "2", "3", "5"):
+        assert escape(get_table(t).title) in html
+    assert "OPTIMISTIC: best epoch chosen on the test set" in html  # Table 5, eval protocol "paper"
+    # carpet / RD: seeds 97 and 99 -> 98.0 +- 1.4, paper 98.9, diff -0.9, in red
+    assert _row(html, "table1", "carpet").startswith("98.0 \u00b1 1.4 98.9 -0.9 98.5 99.2 -0.7")
+    assert "rgba(224,49,49" in html.split('id="table1"')[1].split("</tr>", 3)[2]
+    grid = _row(html, "table1", "grid")  # failed run: missing, never 0
+    assert grid == "\u2014 100.0 \u2014 95.7"
+    assert "RT" in _row(html, "table1", "bottle") and "RT" in _row(html, "table1", "objects average")
+    # objects average from bottle only (1 of 2 object rows of the grid), textures from carpet alone
+    assert _row(html, "table1", "objects average") == "80.0 (1/1) RT 98.0 -18.0 \u2014 (0/1) 95.4"
+    assert _row(html, "table1", "textures average") == "98.0 (1/2) 99.5 -1.5 98.5 (1/2) 98.6 -0.1"
+    assert "1 failed" in html.split('id="table1"')[1].split("</article>")[0]
+    # Table 5: final epoch 97.5 vs optimistic 99.0 (best epoch), paper 98.5
+    assert _row(html, "table5", "mean") == "\u2014 (0/1) 96.0 \u2014 (0/1) 97.9 97.5 (1/1) 98.5 -1.0"
+    assert _row(html, "table5_best", "mean").endswith("99.0 (1/1) 98.5 +0.5")
+
+
+def test_table3_hardware(report):
+    _, html, _ = report
+    t3 = _text(html.split('id="table3"')[1].split("</article>")[0])
+    assert "x86_64 (cpu)" in t3 and "Intel i7" in t3
+    assert "4.00" in t3 and "3.23" in t3  # throughput ours vs paper (1 / 0.31 s)
+    assert "0.250" in t3 and "0.310" in t3  # time per image
+
+
+def test_warnings_runs_and_provenance(report):
+    _, html, err = report
+    assert "broken_record.json" in err and "broken_record.json" in html  # stderr and the page
+    text = _text(html)
+    assert "RANDOM TEACHER" in text.upper() and "RANDOM" in html.split('id="runs"')[1]
+    assert "CUDA out of memory" in html.split('id="runs"')[1]
+    assert html.split('id="runs"')[1].count('class="status">failed') == 1
+    prov = _text(html.split('id="provenance"')[1])
+    for fact in ("abc123def456", "python 3.11.7", "torch 2.3.0", "x86_64 (cpu)", "imagenet: IMAGENET1K_V1",
+                 "random: none", "111, 112", "pro_rd4ad"):
+        assert fact in prov, fact
+
+
+def test_figures_embedded(report):
+    _, html, _ = report
+    # histograms + loss curves + metric curves + gallery (2 inputs, 1 mask, 2 overlays)
+    assert html.count("data:image/png;base64,") >= 3 + 5
+    gallery = html.split('id="galleries"')[1].split("</section>")[0]
+    assert gallery.count("<img") == 5 and "no mask" in gallery and "0.91" in gallery and "0.12" in gallery
+
+
+def test_csv_and_markdown(report):
+    page, _, _ = report
+    tables = page.parent / "tables"
+    assert {p.name for p in tables.iterdir()} == {f"table{k}.{e}" for k in ("1", "2", "3", "5", "5_best")
+                                                  for e in ("csv", "md")}
+    df = pd.read_csv(tables / "table1.csv")
+    carpet = df[(df.row == "carpet") & (df.column == "RD")].iloc[0]
+    assert carpet.reproduced == pytest.approx(98.0) and carpet.paper == 98.9 and carpet.n == 2
+    assert carpet["diff"] == pytest.approx(-0.9)
+    assert pd.isna(df[(df.row == "grid") & (df.column == "RD")].iloc[0].reproduced)
+    md = (tables / "table1.md").read_text()
+    assert "| carpet | 98.0 \u00b1 1.4 | 98.9 | -0.9 |" in md and "| grid | \u2014 | 100.0 |  |" in md
+    assert "RANDOM teacher" in md
+
+
+def test_without_sweeps_default_grid_and_partial(tmp_path):
+    """No manifest: tables whose paper-default grid has a run; here one run of one category."""
+    config = next(g.config for g in get_table("1").grid(GridOptions()) if g.row == "tile" and g.column == "RD")
+    write_record(record(config, image_auroc=0.99), tmp_path / "res" / "runs" / "one.json")
+    html = render_report(tmp_path / "res", tmp_path / "out").read_text()
+    assert _row(html, "table1", "tile") == "99.0 99.3 -0.3 \u2014 99.4"
+    assert "not shown: 4." in html  # the paper's main run also feeds the ablations' full-model columns
+    assert _row(html, "table5", "tile") == "\u2014 n/a \u2014 n/a 99.0 n/a"
+    assert sorted(p.name for p in (tmp_path / "out" / "tables").iterdir()) == [
+        f"table{k}.{e}" for k in ("1", "2", "3", "5", "6", "7") for e in ("csv", "md")]
+
+
+def test_empty_results_dir(tmp_path):
+    html = render_report(tmp_path / "nothing", tmp_path / "out").read_text()
+    assert "There are no runs" in html and "<table" not in html.split('id="tables"')[1].split("</section>")[0]
+
+
+def test_odd_records_cost_a_figure_not_the_report(tmp_path):
+    """Readable JSON with missing or malformed parts: the page still renders, and says what it left out."""
+    configs = [g.config for g in get_table("1").grid(GridOptions(limit_categories=("wood",)))]
+    bare = {"config": configs[0].to_dict(), "config_hash": configs[0].hash(), "status": "ok"}  # no metrics etc.
+    odd = record(configs[1], image_auroc=float("nan"))
+    odd["gallery"] = [{"image_png": "not base64!", "map_png": "", "label": 1}]
+    odd["metric_curve"] = ["not a dict"]
+    odd["per_image"] = {"label": [0, 1], "score": [None, 1.0]}
+    for i, rec in enumerate([bare, odd, {"config": "mvtec", "status": "ok"}]):
+        write_record(rec, tmp_path / "res" / "runs" / f"r{i}.json")
+    html = render_report(tmp_path / "res", tmp_path / "out").read_text()
+    assert "metric curves not drawn" in html and "without config/config_hash: " in html and "r2.json" in html
+    assert _row(html, "table1", "wood") == "\u2014 99.2 \u2014 98.8"  # NaN and no metrics: missing, not 0
+    assert 'id="galleries"' in html and "No run recorded a gallery" in html
