@@ -51,6 +51,8 @@ def environment(device: torch.device | None = None) -> dict:
         env["device_name"] = device_name(device)
         if device.type == "cuda":
             env["cudnn_deterministic"] = torch.backends.cudnn.deterministic
+            env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+            env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
     return env
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from datetime import datetime, timezone
@@ -83,8 +84,10 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         protocol.check_data(config)
         device = resolve_device(config.device)
         if device.type == "cuda":  # repeatable kernels; the cost is small for this model
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True, warn_only=True)
         record["environment"] = environment(device)
         train_set, test_set = protocol.datasets(config)
         torch.manual_seed(config.seed)  # the initial weights depend on this seed alone

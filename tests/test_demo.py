@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from rdbench.baseline import check, format_rows
 from rdbench.cli import app
+
+BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 
 
 @pytest.mark.slow
@@ -29,3 +33,8 @@ def test_demo_finds_synthetic_defects(tmp_path, monkeypatch):
     assert min(r["metrics"]["pixel_auroc"] for r in records) > 0.8
     for line in ("brick", "gravel", "nut", "mean"):
         assert line in res.output
+    assert (tmp_path / "demo" / "report" / "index.html").is_file() and "report:" in res.output
+    # the committed baseline: a change that silently lowers the demo's accuracy fails here
+    rows = check(BASELINES / "demo.json", tmp_path / "demo")
+    print(format_rows(rows))
+    assert [r for r in rows if r.status in ("REGRESSION", "MISSING")] == []

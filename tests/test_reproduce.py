@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rdbench.baseline import check, format_rows
 from rdbench.cli import app
 from rdbench.data.novelty import DEBIAN_FASHION_MNIST
 
@@ -91,6 +92,9 @@ def test_fashionmnist_novelty_on_real_data(tmp_path):
     assert min(aurocs) > 0.75  # chance is 0.5
     assert all(sum(r["per_image"]["label"]) > 0 for r in records)
     assert "FashionMNIST" in res.output and "95.0" in res.output  # the paper's cell beside ours
+    rows = check(Path(__file__).resolve().parents[1] / "results" / "baselines" / "fashionmnist_small.json", tmp_path)
+    print(format_rows(rows))
+    assert [r for r in rows if r.status in ("REGRESSION", "MISSING")] == []
 
 
 def test_sweep_manifest_round_trip(tmp_path):
