@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from rdbench.config import RunConfig
+from rdbench.feature_cache import TeacherFeatureCache
 from rdbench.losses import distillation_loss
 from rdbench.models.rd import RDModel
 
@@ -36,6 +37,7 @@ class TrainResult:
     seconds: float = 0.0  # this session only (not the epochs restored from a checkpoint)
     images_seen: int = 0  # this session only
     resumed_from_epoch: int = 0
+    feature_cache: dict = field(default_factory=dict)  # TeacherFeatureCache.info() of this session
 
 
 def select_layers(feats: list[torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
@@ -56,6 +58,16 @@ class _Batches:
             self.cache = torch.stack([first] + [dataset[i] for i in range(1, self.n)])
 
     def epoch(self, generator: torch.Generator):
+        for idx in self.epoch_indices(generator):
+            yield self.images(idx)
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[idx]
+        return torch.stack([self.dataset[int(i)] for i in idx])
+
+    def epoch_indices(self, generator: torch.Generator):
+        """The image indices of each batch of one epoch (one randperm of ``generator`` per epoch)."""
         order = torch.randperm(self.n, generator=generator)
         stop = self.n
         if self.one_by_one_bottleneck and self.n > self.batch_size and self.n % self.batch_size == 1:
@@ -63,11 +75,7 @@ class _Batches:
             # (32 px inputs, Table 4); it is dropped. The authors' DataLoader would crash there.
             stop = self.n - 1
         for start in range(0, stop, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            if self.cache is not None:
-                yield self.cache[idx]
-            else:
-                yield torch.stack([self.dataset[int(i)] for i in idx])
+            yield order[start:start + self.batch_size]
 
 
 def _save_checkpoint(path: Path, model: RDModel, opt: torch.optim.Optimizer, epoch: int,
@@ -106,13 +114,18 @@ def load_checkpoint(path: Path, model: RDModel, config: RunConfig | None = None)
 
 def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.device,
           checkpoint: Path | None = None, resume: bool = False, progress: bool = True,
-          on_epoch: Callable[[int, float], None] | None = None, checkpoint_every_s: float = 60.0) -> TrainResult:
+          on_epoch: Callable[[int, float], None] | None = None, checkpoint_every_s: float = 60.0,
+          feature_cache_bytes: int | None = None) -> TrainResult:
     """Train ``model`` in place. The seed of the shuffling generator is the run's seed, so a run is
     repeatable; resuming restores weights, optimiser and generator state and continues exactly.
 
     A resume checkpoint is written after an epoch when ``checkpoint_every_s`` have passed since the
     last one (0 = every epoch): on a CPU every epoch of a real run, on a fast GPU at most once a
-    minute, since a wide_resnet50_2 checkpoint with Adam state is about 1.1 GB."""
+    minute, since a wide_resnet50_2 checkpoint with Adam state is about 1.1 GB.
+
+    The frozen teacher's features of every training image are cached after the first epoch within
+    ``feature_cache_bytes`` (None: ``rdbench.feature_cache.default_budget(device)``, 4 GiB at most on CPU;
+    0: no cache); results are bit-identical to recomputing them on CPU (see rdbench.feature_cache)."""
     model.to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas)
     generator = torch.Generator().manual_seed(config.seed)
@@ -128,16 +141,15 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         start_epoch = result.resumed_from_epoch = state["epoch"]
         model.to(device)
     batches = _Batches(dataset, config.batch_size)
+    features = TeacherFeatureCache(model.teacher, batches.n, device, feature_cache_bytes)
     t0 = last_save = time.perf_counter()
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.category}", disable=not progress,
                initial=start_epoch, total=config.epochs, leave=False)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
-        for x in batches.epoch(generator):
-            x = x.to(device, non_blocking=True)
-            with torch.no_grad():
-                t = model.teacher(x)
+        for idx in batches.epoch_indices(generator):
+            t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, non_blocking=True))
             s = model.student(t)
             loss = distillation_loss(config.loss, select_layers(t, config.layers),
                                      select_layers(s, config.layers))
@@ -148,8 +160,8 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += value * x.shape[0]
-            count += x.shape[0]
+            total += value * idx.numel()
+            count += idx.numel()
         mean = total / count
         result.loss_curve.append(mean)
         result.images_seen += count
@@ -160,4 +172,5 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         if on_epoch is not None:
             on_epoch(epoch + 1, mean)
     result.seconds = time.perf_counter() - t0
+    result.feature_cache = features.info()
     return result
