@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torch.utils.data import Dataset
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -70,8 +70,15 @@ _PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("conv4", "bn4")
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-def _fuse(conv: nn.Module, bn: nn.Module) -> nn.Module:
-    return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+def _fuse(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    # In place (torch's fuse_conv_bn_eval deep-copies the convolution): only one layer's weights exist twice
+    # at any moment, so preparing a model in place does not raise the process's peak memory.
+    if conv.training or bn.training:
+        raise ValueError("batch norm folding needs eval mode")
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
+                                        bn.bias, transpose=isinstance(conv, nn.ConvTranspose2d))
+    conv.weight, conv.bias = weight, bias
+    return conv
 
 
 def fold_batchnorm(model: nn.Module) -> int:
@@ -82,9 +89,7 @@ def fold_batchnorm(model: nn.Module) -> int:
     folded model must not be trained."""
     model.eval()
     folded = 0
-    for m in list(model.modules()):
-        if not isinstance(m, _FOLDABLE):
-            continue
+    for m in [m for m in model.modules() if isinstance(m, _FOLDABLE)]:  # no references to the layers kept
         for c, b in _PAIRS:
             conv, bn = getattr(m, c, None), getattr(m, b, None)
             if isinstance(conv, _CONVS) and isinstance(bn, nn.BatchNorm2d):
@@ -229,28 +234,45 @@ def _memory_worker(spec: dict) -> dict:
     return out
 
 
-def measure_peak_memory(mode: str, backbone: str, image_size: int, batches: tuple[int, ...] = (1,),
-                        weights: str = "none", layers: tuple[int, ...] = (1, 2, 3), sigma: float = 4.0,
-                        channels_last: bool = True, fold_bn: bool = True, amp: str | None = None,
-                        timeout_s: float = 600) -> dict:
-    """Peak resident memory (MB) of CPU inference, ``mode`` "fast" or "reference", measured in a fresh
-    Python process so that nothing allocated earlier here counts. Uses the process's own high-water mark
-    (VmHWM), not ``ru_maxrss``: on Linux a child's ru_maxrss starts at its parent's peak (the
-    fork before exec), which would report the profiler's memory instead of the worker's."""
-    spec = {"mode": mode, "backbone": backbone, "image_size": image_size, "batches": list(batches),
-            "weights": weights, "layers": list(layers), "sigma": sigma, "channels_last": channels_last,
-            "fold_bn": fold_bn, "amp": amp, "threads": torch.get_num_threads()}
+def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] = ("fast", "reference"),
+                        batches: tuple[int, ...] = (1,), weights: str = "none", layers: tuple[int, ...] = (1, 2, 3),
+                        sigma: float = 4.0, channels_last: bool = True, fold_bn: bool = True, amp: str | None = None,
+                        timeout_s: float = 600) -> dict[str, dict]:
+    """Peak resident memory (MB) of CPU inference for each of ``modes`` ("fast", "reference"), each measured
+    in its own fresh Python process (run side by side) so that nothing allocated earlier here counts.
+    Both workers import the same libraries (torch, scipy, sklearn, skimage, pandas), so the difference is
+    the model and the inference. The figure is the process's own high-water mark (VmHWM), not
+    ``ru_maxrss``: on Linux a child's ru_maxrss starts at its parent's peak (the fork before exec), which
+    would report the profiler's memory instead of the worker's. Returns {mode: {"peaks_mb": {batch: MB},
+    "process_peak_mb", "method", "rss_end_mb"}}."""
     code = ("import json, sys; from rdbench.profile import _memory_worker; "
             "print('RDBENCH-JSON ' + json.dumps(_memory_worker(json.loads(sys.argv[1]))))")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                          env=env, timeout=timeout_s)
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith("RDBENCH-JSON "):
-            return json.loads(line[len("RDBENCH-JSON "):])
-    raise RuntimeError(f"memory worker failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    procs = {}
+    for mode in modes:
+        if mode not in ("fast", "reference"):
+            raise ValueError(f"unknown mode {mode!r}; valid: fast, reference")
+        spec = {"mode": mode, "backbone": backbone, "image_size": image_size, "batches": list(batches),
+                "weights": weights, "layers": list(layers), "sigma": sigma, "channels_last": channels_last,
+                "fold_bn": fold_bn, "amp": amp, "threads": torch.get_num_threads()}
+        procs[mode] = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, env=env)
+    results = {}
+    for mode, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        for line in out.splitlines()[::-1]:
+            if line.startswith("RDBENCH-JSON "):
+                results[mode] = json.loads(line[len("RDBENCH-JSON "):])
+                break
+        else:
+            raise RuntimeError(f"{mode} memory worker failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+    return results
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -304,7 +326,7 @@ def _epoch_times(run: Callable[[Callable[[int, float], None]], object], device: 
     synchronize(device)
     t0 = time.perf_counter()
     run(on_epoch)
-    return list(np.diff([t0, *stamps]))
+    return [float(t) for t in np.diff([t0, *stamps])]
 
 
 # ------------------------------------------------------------------------------------------------ profile
@@ -405,7 +427,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     # --- agreement and amp effect
     agreement = None
     if ref_model is not None:
-        fm = fast_predict(prepare_for_inference(model, dev, channels_last, fold_bn), x1, layers, sigma)
+        fm = fast_predict(fast_model, x1, layers, sigma)
         rm = reference_predict(ref_model, x1, layers, sigma)
         agreement = {"max_abs_map_diff": float(np.abs(fm[0].double().cpu().numpy() - rm).max()),
                      "description": "largest |fast - reference| over the smoothed map of one random image "
@@ -430,9 +452,11 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     # --- peak memory
     fast_settings = {"channels_last": bool(channels_last), "fold_bn": bool(fold_bn), "amp": amp,
                      "inference_mode": True, "feature_cache": None}
-    for d, kind in ((fast, "fast"), (ref, "reference")):
-        if kind == "reference" and ref_model is None:
-            continue
+    modes = ("fast", "reference") if ref_model is not None else ("fast",)
+    workers = (measure_peak_memory(backbone, image_size, modes, (1,), weights, layers, sigma, bool(channels_last),
+                                   fold_bn, amp) if memory and not cuda else {})
+    for kind in modes:
+        d = fast if kind == "fast" else ref
         if not memory:
             d["peak_memory_mb"] = _figure(None, "MB", "peak memory of inference", name, note="memory=False")
             d["process_peak_memory_mb"] = _figure(None, "MB", "peak memory of the whole process", name,
@@ -453,8 +477,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
             d["process_peak_memory_mb"] = _figure(None, "MB", "peak resident memory of the whole process", name,
                                                   note="measured on CPU only")
         else:
-            r = measure_peak_memory(kind, backbone, image_size, (1,), weights, layers, sigma, bool(channels_last),
-                                    fold_bn, amp)
+            r = workers[kind]
             d["peak_memory_mb"] = _figure(
                 r["peaks_mb"]["1"], "MB",
                 f"peak resident memory (RSS high-water mark, {r['method']}) of a fresh Python process during one "
