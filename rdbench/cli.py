@@ -397,3 +397,34 @@ def check(
     typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
     if bad:
         raise typer.Exit(1)
+
+
+@app.command("profile")
+def profile_cmd(
+    backbone: str = typer.Option("wide_resnet50_2", help="teacher backbone"),
+    image_size: int = typer.Option(256, help="input size (multiple of 32)"),
+    batch_size: int = typer.Option(8, help="batch size of the throughput and training figures"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    weights: str = typer.Option("none", help="teacher weights (timings do not depend on them)"),
+    reference: bool = typer.Option(True, help="also measure the authors' procedure and print ratios"),
+    amp: str = typer.Option(None, help="bf16 | fp16 autocast for the fast path (CUDA; effect on maps reported)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Latency (batch 1), throughput, peak and parameter memory, training throughput; fast vs reference."""
+    from rdbench.models.backbones import BACKBONES
+    from rdbench.profile import format_profile, profile
+
+    _check_choice("backbone", backbone, BACKBONES.names())
+    if image_size % 32 or image_size < 32:
+        _fail(f"--image-size must be a multiple of 32, got {image_size}")
+    if batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    try:
+        from rdbench.device import resolve_device
+
+        resolve_device(device)
+        result = profile(backbone, image_size=image_size, batch_size=batch_size, device=device, weights=weights,
+                         reference=reference, amp=amp)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=1) if as_json else format_profile(result))

@@ -377,7 +377,9 @@ def loss_fucntion(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 def reference_train(model: ReferenceModel, dataset: Dataset, config: RunConfig, device: torch.device | str = "cpu",
                     on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """The authors' training loop on ``model`` (in place) -> per-epoch mean of batch losses. Batches follow
-    rdbench's seeded order (``config.seed``); images are read from ``dataset`` per batch."""
+    rdbench's seeded order (``config.seed``); images are read from ``dataset`` per batch. Like the authors'
+    DataLoader it keeps a last batch of one image (``rdbench.train`` drops it at 32 px, where train-mode
+    batch norm on a 1x1 bottleneck fails), so compare the two at 64 px and above."""
     if config.loss != "flat":
         raise ValueError("the authors' code has only the flattened cosine loss (loss='flat')")
     device = torch.device(device)

@@ -106,3 +106,16 @@ def test_parity_rejects_bad_shape():
 def test_make_synthetic_rejects_unknown_category(tmp_path):
     res = _run("make-synthetic", "--out", tmp_path, "--categories", "brick,moon")
     assert res.exit_code == 2 and "moon" in res.output and "brick" in res.output
+
+
+def test_profile_command_json():
+    res = runner.invoke(app, ["profile", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2",
+                              "--no-reference", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert "latency_ms" in json.dumps(out) and "throughput_ips" in json.dumps(out)
+
+
+def test_profile_rejects_bad_size():
+    res = _run("profile", "--backbone", "resnet18", "--image-size", "50")
+    assert res.exit_code == 2 and "multiple of 32" in res.output
