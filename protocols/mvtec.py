@@ -37,7 +37,7 @@ def mvtec_config(opts, category: str, seed: int, **changes) -> RunConfig:
     """A paper-default MVTec AD run (wide_resnet50_2, 256 px, 200 epochs, batch 16) for a table grid."""
     base = dict(protocol="mvtec", data_root=opts.data_root, category=category, backbone="wide_resnet50_2",
                 weights=opts.weights, seed=seed, device=opts.device, eval_protocol=opts.eval_protocol,
-                max_train_images=opts.max_train_images)
+                max_train_images=opts.max_train_images, amp=opts.amp, feature_cache_gb=opts.feature_cache_gb)
     if opts.epochs is not None:
         base["epochs"] = opts.epochs
     if opts.batch_size is not None:

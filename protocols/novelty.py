@@ -57,7 +57,7 @@ class NoveltyProtocol(Protocol):
         from rdbench.evaluate import evaluate_novelty
 
         return evaluate_novelty(model, test_set, config.layers, config.gaussian_sigma, device,
-                                config.eval_batch_size, keep_maps=keep_maps)
+                                config.eval_batch_size, keep_maps=keep_maps, amp=config.amp)
 
 
 for _name in NOVELTY_DATASETS.names():

@@ -71,7 +71,8 @@ class Table4(PaperTable):
                          image_size=opts.image_size or NOVELTY_DEFAULTS["image_size"],
                          epochs=opts.epochs or NOVELTY_DEFAULTS["epochs"], batch_size=opts.batch_size or 16,
                          eval_protocol=opts.eval_protocol, max_train_images=opts.max_train_images,
-                         max_test_images=opts.max_test_images, extra=extra)
+                         max_test_images=opts.max_test_images, amp=opts.amp,
+                         feature_cache_gb=opts.feature_cache_gb, extra=extra)
 
     def average_rows(self) -> dict[str, tuple[str, ...]]:
         return {MEAN_ROW: ()}  # every class row of each column

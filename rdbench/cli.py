@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from rdbench.config import RunConfig
+from rdbench.config import AMP_CHOICES, RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark and reproducibility harness for RD4AD (Reverse Distillation, CVPR 2022).")
@@ -61,6 +61,9 @@ def run(
     max_train_images: int = typer.Option(None, help="use only the first N training images (smoke runs)"),
     max_test_images: int = typer.Option(None, help="stratified subset of N test images (novelty smoke runs)"),
     eval_protocol: str = typer.Option("final", help="final | paper (also evaluate every 10 epochs)"),
+    amp: str = typer.Option("none", help="mixed precision: none (float32, the authors') | bf16 | fp16 (CUDA)"),
+    feature_cache_gb: float = typer.Option(None, help="GiB for the teacher-feature cache of training "
+                                                      "(default: automatic; 0 = off)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train and evaluate one run; write its record (JSON) and print its metrics."""
@@ -85,7 +88,8 @@ def run(
                            weights=weights, bottleneck=bottleneck, layers=_parse_ints(layers, "--layers"),
                            loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
                            seed=seed, device=device, max_train_images=max_train_images,
-                           max_test_images=max_test_images, eval_protocol=eval_protocol)
+                           max_test_images=max_test_images, eval_protocol=eval_protocol, amp=amp,
+                           feature_cache_gb=feature_cache_gb)
     except ValueError as exc:
         _fail(str(exc))
     try:
@@ -241,6 +245,9 @@ def reproduce(
     caltech_split_seed: int = typer.Option(0, help="Table 4, Caltech-256: seed of the train/test split"),
     caltech_test_fraction: float = typer.Option(0.2, help="Table 4, Caltech-256: share of the normal images tested"),
     dry_run: bool = typer.Option(False, help="list the runs and their estimated cost; train nothing"),
+    amp: str = typer.Option("none", help="mixed precision: none (float32, the authors') | bf16 | fp16 (CUDA)"),
+    feature_cache_gb: float = typer.Option(None, help="GiB for the teacher-feature cache of training "
+                                                      "(default: automatic; 0 = off)"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Run everything a paper table needs (skipping runs already recorded) and print it, paper vs ours."""
@@ -273,13 +280,17 @@ def reproduce(
         _fail(f"--epochs must be >= 1, got {epochs}")
     if eval_protocol not in ("final", "paper"):
         _fail(f"--eval-protocol must be final or paper, got {eval_protocol!r}")
+    _check_choice("amp", amp, AMP_CHOICES)
+    if feature_cache_gb is not None and feature_cache_gb < 0:
+        _fail(f"--feature-cache-gb must be >= 0 (0 = no cache), got {feature_cache_gb}")
     del TABLES
     opts = GridOptions(data_root=str(data_root or ""), novelty_root=str(novelty_root or data_root or ""),
                        seeds=seeds, epochs=epochs, device=device, eval_protocol=eval_protocol, weights=weights,
                        limit_categories=tuple(c for c in limit_categories.split(",") if c),
                        max_train_images=max_train_images, max_test_images=max_test_images,
                        batch_size=batch_size, image_size=image_size, backbone=backbone,
-                       caltech_split_seed=caltech_split_seed, caltech_test_fraction=caltech_test_fraction)
+                       caltech_split_seed=caltech_split_seed, caltech_test_fraction=caltech_test_fraction,
+                       amp=amp, feature_cache_gb=feature_cache_gb)
     if opts.limit_categories:
         valid = {c for t in tables for c in t.categories(opts)}
         unknown = [c for c in opts.limit_categories if c not in valid]
@@ -406,8 +417,14 @@ def profile_cmd(
     batch_size: int = typer.Option(8, help="batch size of the throughput and training figures"),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     weights: str = typer.Option("none", help="teacher weights (timings do not depend on them)"),
+    repeats: int = typer.Option(None, help="timed repeats per figure after warm-up; the median is reported "
+                                           "(default 3 on CPU, 20 on CUDA)"),
     reference: bool = typer.Option(True, help="also measure the authors' procedure and print ratios"),
-    amp: str = typer.Option(None, help="bf16 | fp16 autocast for the fast path (CUDA; effect on maps reported)"),
+    train: bool = typer.Option(True, help="measure training throughput (fast: feature cache; reference: "
+                                          "the authors' loop)"),
+    memory: bool = typer.Option(True, help="measure peak memory (CPU: in fresh worker processes)"),
+    amp: str = typer.Option("none", help="none | bf16 | fp16 (CUDA): autocast of the fast path; its effect on "
+                                         "the maps is reported"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Latency (batch 1), throughput, peak and parameter memory, training throughput; fast vs reference."""
@@ -415,16 +432,19 @@ def profile_cmd(
     from rdbench.profile import format_profile, profile
 
     _check_choice("backbone", backbone, BACKBONES.names())
+    _check_choice("amp", amp, AMP_CHOICES)
     if image_size % 32 or image_size < 32:
         _fail(f"--image-size must be a multiple of 32, got {image_size}")
     if batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
+    if repeats is not None and repeats < 1:
+        _fail(f"--repeats must be >= 1, got {repeats}")
     try:
-        from rdbench.device import resolve_device
+        from rdbench.device import check_amp, resolve_device
 
-        resolve_device(device)
+        check_amp(amp, resolve_device(device))
         result = profile(backbone, image_size=image_size, batch_size=batch_size, device=device, weights=weights,
-                         reference=reference, amp=amp)
+                         repeats=repeats, reference=reference, train=train, memory=memory, amp=amp)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=1) if as_json else format_profile(result))

@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+AMP_CHOICES = ("none", "bf16", "fp16")  # RunConfig.amp; the dtypes are in rdbench.device
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -36,12 +38,22 @@ class RunConfig:
     max_train_images: int | None = None  # subsetting for smoke/CI runs; None = all
     max_test_images: int | None = None  # stratified test subset for CI-sized novelty runs; None = all
     device: str = "auto"  # auto picks CUDA when present; not part of the hash
+    # Mixed precision of the networks (student in training, teacher + student in evaluation): "none" is
+    # float32 like the authors; "bf16" (CPU or CUDA) / "fp16" (CUDA) are faster and change the metrics
+    # slightly (measured in ``rdbench profile --amp``), so they are part of the hash.
+    amp: str = "none"
+    # Memory for the teacher-feature cache of training, GiB; None = rdbench.feature_cache.default_budget,
+    # 0 = off. Not part of the hash: on CPU the cache is bit-identical, on CUDA within float rounding.
+    feature_cache_gb: float | None = None
     extra: dict = field(default_factory=dict)  # protocol-specific settings, part of the hash
 
     # Fields that do not change the numbers a run produces (within float tolerance).
     # data_root: the same dataset at another path (another machine, a Ray worker) is the same run;
     # a different dataset under the same protocol/category names must say so in ``extra``.
-    NON_RESULT_FIELDS = ("device", "eval_batch_size", "data_root")
+    NON_RESULT_FIELDS = ("device", "eval_batch_size", "data_root", "feature_cache_gb")
+    # Fields added after records were first written: left out of the hash at their default, so that
+    # every earlier record keeps its id (and a sweep does not rerun it).
+    HASH_OMITTED_AT_DEFAULT = {"amp": "none"}
 
     def __post_init__(self):
         layers = tuple(int(x) for x in self.layers)
@@ -54,6 +66,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 (the OCBE works at 1/32), got {self.image_size}")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if self.feature_cache_gb is not None and self.feature_cache_gb < 0:
+            raise ValueError(f"feature_cache_gb must be >= 0 (0 = no cache), got {self.feature_cache_gb}")
         if self.eval_protocol not in ("final", "paper"):
             raise ValueError(f"eval_protocol must be 'final' or 'paper', got {self.eval_protocol!r}")
 
@@ -75,6 +91,7 @@ class RunConfig:
 
     def hash(self) -> str:
         """Stable over field order and Python versions; ignores fields that don't change results."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS
+             and not (k in self.HASH_OMITTED_AT_DEFAULT and v == self.HASH_OMITTED_AT_DEFAULT[k])}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

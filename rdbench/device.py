@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 
 import torch
+
+from rdbench.config import AMP_CHOICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -34,3 +37,23 @@ def device_name(device: torch.device) -> str:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # AMP_CHOICES without "none"
+
+
+def check_amp(amp: str | None, device: torch.device | None = None) -> str:
+    """``amp`` as one of AMP_CHOICES ("none" for None); fp16 only on CUDA (CPU autocast runs bf16)."""
+    amp = "none" if amp is None else amp
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"unknown amp {amp!r}; valid: {', '.join(AMP_CHOICES)}")
+    if amp == "fp16" and device is not None and device.type != "cuda":
+        raise ValueError("fp16 autocast is for CUDA; use bf16 (or none) on the CPU")
+    return amp
+
+
+def autocast(device: torch.device, amp: str | None):
+    """``torch.autocast`` to ``amp``'s dtype (see check_amp), or a no-op context for None/"none"."""
+    if check_amp(amp, device) == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])

@@ -2,6 +2,10 @@
 
 Two evaluations: localisation/detection on MVTec-style sets (maps and masks), and one-class novelty
 detection (image scores only; the paper scores by the sum of the map, the max is recorded too).
+
+Maps come from ``rdbench.inference``: an inference-only copy of the model (batch norm folded, pixel-shuffle
+upsampling, packed CPU convolutions) whose maps equal the trained model's within float rounding (~1e-6;
+tests/test_inference.py). ``predict_maps`` is the plain computation, kept as the tests' oracle.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rdbench import metrics
-from rdbench.device import synchronize
+from rdbench.device import check_amp, synchronize
+from rdbench.inference import fast_predict, prepare_for_inference
 from rdbench.models.rd import RDModel
 from rdbench.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores
 from rdbench.train import select_layers
@@ -48,9 +53,13 @@ def predict_maps(model: RDModel, images: torch.Tensor, layers: tuple[int, ...], 
 
 
 def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-                 batch_size: int = 16) -> tuple[np.ndarray, dict[str, list], float, float | None]:
+                 batch_size: int = 16, amp: str = "none", fast: bool = True
+                 ) -> tuple[np.ndarray, dict[str, list], float, float | None]:
     """Maps of every test item, the items' other fields (label, mask, path, ...) as lists, the seconds
-    taken and the peak CUDA memory in MB (None on CPU)."""
+    taken and the peak CUDA memory in MB (None on CPU). ``fast``: score with an inference-only copy of
+    the model (``prepare_for_inference``; the model itself is left as it is, e.g. mid-training);
+    ``amp``: "bf16"/"fp16" autocast of the networks (the maps are still computed in float32)."""
+    amp = check_amp(amp, device)
     model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     maps: list[torch.Tensor] = []
@@ -59,14 +68,19 @@ def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigm
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
+    net = model
+    if fast and not getattr(model, "rdbench_inference_only", False):
+        # prepacked convolutions run float32 only, so an amp run keeps the other rewrites without them
+        net = prepare_for_inference(model, device, prepack=False if amp != "none" else None)
     for batch in loader:
-        maps.append(predict_maps(model, batch.image.to(device), layers, sigma).float().cpu())
+        maps.append(fast_predict(net, batch.image.to(device), layers, sigma, amp).cpu())
         for name in batch._fields:
             if name == "image":
                 continue
             value = getattr(batch, name)
             fields.setdefault(name, []).extend(value if name == "mask" else [v.item() if torch.is_tensor(v)
                                                                                else v for v in value])
+    del net
     synchronize(device)
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -87,9 +101,9 @@ def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | No
 
 
 def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-             batch_size: int = 16, keep_maps: bool = False) -> EvalResult:
+             batch_size: int = 16, keep_maps: bool = False, amp: str = "none") -> EvalResult:
     """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants."""
-    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size)
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp)
     masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
     labels = np.asarray(items["label"])
     scores = image_scores(torch.from_numpy(maps)).numpy()
@@ -107,9 +121,10 @@ def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: f
 
 
 def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,
-                     device: torch.device, batch_size: int = 16, keep_maps: bool = False) -> EvalResult:
+                     device: torch.device, batch_size: int = 16, keep_maps: bool = False,
+                     amp: str = "none") -> EvalResult:
     """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max."""
-    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size)
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp)
     labels = np.asarray(items["label"])
     s = novelty_scores(torch.from_numpy(maps))
     score_sum, score_max = s["sum"].numpy(), s["max"].numpy()

@@ -28,394 +28,27 @@ on the device) and, for training, ``rdbench.train.train`` with its teacher-featu
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
-import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torch.utils.data import Dataset
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from rdbench.config import RunConfig
-from rdbench.device import device_name, resolve_device, synchronize
-from rdbench.models.backbones import BACKBONES, Teacher
-from rdbench.models.decoder import DeBasicBlock, DeBottleneck
-from rdbench.models.ocbe import OCBE
-from rdbench.models.rd import RDModel, build_rd_model
-from rdbench.scoring import anomaly_maps, gaussian_blur
-from rdbench.train import select_layers
+from rdbench.device import AMP_DTYPES, device_name, resolve_device, synchronize
+from rdbench.inference import cpu_micro_batch, fast_predict, prepare_for_inference
+from rdbench.memory import measure_peak_memory
+from rdbench.models.rd import build_rd_model
 
-__all__ = ["AMP_DTYPES", "CPU_MICRO_BATCH_BYTES", "PackedConv2d", "PixelShuffleDeconv", "autocast", "cpu_micro_batch",
-           "fast_predict", "fold_batchnorm", "format_profile", "measure_peak_memory", "prepack_convolutions",
-           "prepare_for_inference", "profile", "replace_deconvs"]
+__all__ = ["FIGURE_KEYS", "format_profile", "profile"]
 
 SCHEMA = "rdbench.profile/1"
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FIGURE_KEYS = ("latency_ms", "throughput_ips", "peak_memory_mb", "process_peak_memory_mb", "param_memory_mb",
                "train_throughput_ips", "train_first_epoch_ips")
 
-
-# ------------------------------------------------------------------------------------------ fast inference
-_FOLDABLE = (BasicBlock, Bottleneck, DeBasicBlock, DeBottleneck, OCBE, Teacher)
-_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("conv4", "bn4"))
-_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-def _fuse(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
-    # In place (torch's fuse_conv_bn_eval deep-copies the convolution): only one layer's weights exist twice
-    # at any moment, so preparing a model in place does not raise the process's peak memory.
-    if conv.training or bn.training:
-        raise ValueError("batch norm folding needs eval mode")
-    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
-                                        bn.bias, transpose=isinstance(conv, nn.ConvTranspose2d))
-    conv.weight, conv.bias = weight, bias
-    return conv
-
-
-def fold_batchnorm(model: nn.Module) -> int:
-    """Fold every eval-mode batch norm of rdbench's blocks into the convolution before it (in place; the
-    batch norm becomes ``nn.Identity``). Only modules whose forward applies ``bnK`` directly to ``convK``
-    (torchvision's and the decoder's blocks, the OCBE, the teacher's stem) and their 2-module
-    downsample/upsample branches are touched. Returns how many were folded. For inference only: the
-    folded model must not be trained."""
-    model.eval()
-    folded = 0
-    for m in [m for m in model.modules() if isinstance(m, _FOLDABLE)]:  # no references to the layers kept
-        for c, b in _PAIRS:
-            conv, bn = getattr(m, c, None), getattr(m, b, None)
-            if isinstance(conv, _CONVS) and isinstance(bn, nn.BatchNorm2d):
-                setattr(m, c, _fuse(conv, bn))
-                setattr(m, b, nn.Identity())
-                folded += 1
-        for name in ("downsample", "upsample"):
-            seq = getattr(m, name, None)
-            if isinstance(seq, nn.Sequential) and len(seq) == 2 and isinstance(seq[0], _CONVS) \
-                    and isinstance(seq[1], nn.BatchNorm2d):
-                seq[0], seq[1] = _fuse(seq[0], seq[1]), nn.Identity()
-                folded += 1
-    return folded
-
-
-class PixelShuffleDeconv(nn.Module):
-    """A 2x2, stride-2 transposed convolution (the decoder's upsampling) as a 1x1 convolution to 4x the
-    channels followed by ``pixel_shuffle``: the same sums (the 2x2 windows of a stride-2 transposed
-    convolution do not overlap), computed as one matrix product that oneDNN runs several times faster
-    than its transposed convolution at batch 1."""
-
-    def __init__(self, deconv: nn.ConvTranspose2d):
-        super().__init__()
-        cin, cout, kh, kw = deconv.weight.shape
-        weight = deconv.weight.detach().permute(1, 2, 3, 0).reshape(cout * kh * kw, cin, 1, 1)
-        bias = None if deconv.bias is None else deconv.bias.detach().repeat_interleave(kh * kw)
-        self.conv = nn.Conv2d(cin, cout * kh * kw, 1, bias=bias is not None).to(weight.device, weight.dtype)
-        with torch.no_grad():
-            self.conv.weight.copy_(weight)
-            if bias is not None:
-                self.conv.bias.copy_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.conv(x), 2)
-
-
-def _is_plain_2x2_deconv(m: nn.Module) -> bool:
-    return (isinstance(m, nn.ConvTranspose2d) and tuple(m.kernel_size) == (2, 2) and tuple(m.stride) == (2, 2)
-            and tuple(m.padding) == (0, 0) and tuple(m.output_padding) == (0, 0) and tuple(m.dilation) == (1, 1)
-            and m.groups == 1)
-
-
-def replace_deconvs(model: nn.Module) -> int:
-    """Replace every plain 2x2 stride-2 ``ConvTranspose2d`` by a ``PixelShuffleDeconv`` (in place); returns
-    how many. Run after ``fold_batchnorm`` (which folds into the transposed convolutions)."""
-    replaced = 0
-    # only the parents are listed: a replaced layer is freed at once, not when the loop ends
-    for parent in [m for m in model.modules() if any(_is_plain_2x2_deconv(c) for c in m.children())]:
-        for name, child in list(parent.named_children()):
-            if _is_plain_2x2_deconv(child):
-                setattr(parent, name, PixelShuffleDeconv(child))
-                replaced += 1
-    return replaced
-
-
-def _prepack_supported() -> bool:
-    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
-
-
-class PackedConv2d(nn.Module):
-    """A CPU ``nn.Conv2d`` whose weight oneDNN reorders once, at the first call, into its own blocked layout,
-    instead of at every call as eager PyTorch does: the same kernel and the same bits (checked in the
-    tests), 2-4x faster for the layers with large weights and small maps (batch 1, 8x8 and 16x16 maps of
-    wide_resnet50_2). Float32 channels_last inputs only; the dense weight is dropped (the module holds
-    no parameters) and the module stays on the CPU. Uses oneDNN operators that PyTorch registers for
-    its compiler (``torch.ops.mkldnn._convolution_pointwise``); ``prepare_for_inference`` only builds it
-    where they exist."""
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.padding, self.stride = list(conv.padding), list(conv.stride)
-        self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.weight_dense: torch.Tensor | None = conv.weight.detach().contiguous()
-        self.bias_dense = None if conv.bias is None else conv.bias.detach().contiguous()
-        self.packed: torch.Tensor | None = None
-
-    def _pack(self, x: torch.Tensor) -> None:
-        with torch.inference_mode(False), torch.no_grad():
-            plain = self.weight_dense.to_mkldnn()
-            self.weight_dense = None  # freed before the reorder: two copies of the layer at most, not three
-            self.packed = torch._C._nn.mkldnn_reorder_conv2d_weight(plain, self.padding, self.stride, self.dilation,
-                                                                    self.groups, list(x.shape))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu":
-            raise ValueError("PackedConv2d runs float32 on the CPU; prepare the model with prepack=False for amp")
-        if self.packed is None:
-            self._pack(x)
-        x = x.contiguous(memory_format=torch.channels_last)
-        return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias_dense, self.padding, self.stride,
-                                                       self.dilation, self.groups, "none", [], "")
-
-
-def _packable(m: nn.Module) -> bool:
-    return type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-
-
-def prepack_convolutions(model: nn.Module) -> int:
-    """Replace every plain ``nn.Conv2d`` (zero padding given as numbers) by a ``PackedConv2d`` (in place);
-    returns how many."""
-    replaced = 0
-    for parent in [m for m in model.modules() if any(_packable(c) for c in m.children())]:
-        for name, child in list(parent.named_children()):
-            if _packable(child):
-                setattr(parent, name, PackedConv2d(child))
-                replaced += 1
-    return replaced
-
-
-def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", channels_last: bool | None = None,
-                          fold_bn: bool = True, inplace: bool = False, pixel_shuffle: bool = True,
-                          prepack: bool | None = None) -> RDModel:
-    """An inference-only version of ``model`` on ``device`` (a copy unless ``inplace``: the training model is
-    left as it is); its maps equal the unprepared model's within float rounding (~1e-6):
-
-    * eval mode; ``fold_bn``: batch norms folded into the convolutions before them;
-    * ``pixel_shuffle``: the decoder's 2x2 stride-2 transposed convolutions as 1x1 convolution + pixel shuffle;
-    * ``channels_last`` (default: on CPU; on CUDA off unless asked, not measured here): NHWC weights;
-    * ``prepack`` (default: on CPU with channels_last when oneDNN is there): ``PackedConv2d`` everywhere.
-
-    Measured (2-core AVX2 CPU, torch 2.14, wide_resnet50_2 256 px, per image, ratio to the authors'
-    procedure 0.57 s): batch 1: ``rdbench.evaluate.predict_maps`` 0.79 (no layer4, torch maps), +channels_last
-    0.79, +fold 0.80, +pixel shuffle 0.82, +prepack 0.58 (prepack alone 0.63); batch 8: predict_maps 0.82,
-    +channels_last 0.65, +fold 0.58, +pixel shuffle/prepack 0.59. resnet18 batch 1: 0.86, 0.78, 0.69,
-    0.69, 0.57. The prepared model is for inference only (``rdbench_inference_only``) and, prepacked,
-    for the CPU only."""
-    device = torch.device(device)
-    if channels_last is None:
-        channels_last = device.type == "cpu"
-    if not inplace:
-        model = copy.deepcopy(model)
-    model.to(device).eval()
-    if fold_bn:
-        fold_batchnorm(model)
-    if pixel_shuffle:
-        replace_deconvs(model)
-    if prepack is None:
-        prepack = device.type == "cpu" and bool(channels_last) and _prepack_supported()
-    if prepack:
-        if device.type != "cpu" or not channels_last or not _prepack_supported():
-            raise ValueError("prepack needs the CPU, channels_last and oneDNN (torch.backends.mkldnn)")
-        prepack_convolutions(model)  # before channels_last: the packed layers take the NCHW weights without a copy
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.rdbench_channels_last = bool(channels_last)
-    model.rdbench_prepacked = bool(prepack)
-    model.rdbench_inference_only = bool(fold_bn or prepack or pixel_shuffle)
-    return model
-
-
-def autocast(device: torch.device, amp: str | None):
-    """``torch.autocast`` for ``amp`` in AMP_DTYPES ("bf16", "fp16"), or a no-op context for None."""
-    if amp is None or amp == "none":
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"unknown amp {amp!r}; valid: none, {', '.join(AMP_DTYPES)}")
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 autocast is for CUDA; use bf16 on CPU")
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
-
-
-CPU_MICRO_BATCH_BYTES = 4 * 2**20
-
-
-def cpu_micro_batch(model: RDModel, image_size: tuple[int, int]) -> int:
-    """Images per forward pass on the CPU: as many as keep the teacher's layer1 map of the micro-batch within
-    CPU_MICRO_BATCH_BYTES (4 MiB), so that a layer's output is still in cache when the next layer reads
-    it. Measured with prepared models at 256 px: wide_resnet50_2 (4 MiB per image) is fastest one image at
-    a time (0.32 s/image vs 0.35 at batch 8), resnet18 (1 MiB) at 2-4 images (0.052 vs 0.059 at batch 1)."""
-    spec = BACKBONES.get(model.backbone)
-    per_image = 64 * spec.expansion * (image_size[0] // 4) * (image_size[1] // 4) * 4
-    return max(1, CPU_MICRO_BATCH_BYTES // per_image)
-
-
-@torch.inference_mode()
-def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] = (1, 2, 3), sigma: float = 4.0,
-                 amp: str | None = None, micro_batch: int | None = None) -> torch.Tensor:
-    """Smoothed anomaly maps (N x S x S float32, on the images' device) of a batch, like
-    ``rdbench.evaluate.predict_maps``, plus channels_last input for a prepared model, an optional
-    autocast of the networks (the maps themselves are always computed in float32), and on the CPU the
-    batch run in micro-batches (``micro_batch``; default ``cpu_micro_batch``; the whole batch on CUDA)."""
-    if amp is not None and amp != "none" and getattr(model, "rdbench_prepacked", False):
-        raise ValueError("amp needs a model prepared with prepack=False (prepacked convolutions run float32)")
-    if micro_batch is None:
-        micro_batch = (cpu_micro_batch(model, tuple(images.shape[-2:])) if images.device.type == "cpu"
-                       else images.shape[0])
-    if images.shape[0] > micro_batch:
-        return torch.cat([fast_predict(model, images[i:i + micro_batch], layers, sigma, amp, micro_batch)
-                          for i in range(0, images.shape[0], micro_batch)])
-    if getattr(model, "rdbench_channels_last", False):
-        images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(images.device, amp):
-        t = model.teacher(images)
-        s = model.student(t)
-    t, s = select_layers(t, layers), select_layers(s, layers)
-    if amp is not None and amp != "none":
-        t, s = [x.float() for x in t], [x.float() for x in s]
-    raw = anomaly_maps(t, s, images.shape[-2:], layers=tuple(range(1, len(layers) + 1)))
-    return gaussian_blur(raw, sigma)
-
-
-# ------------------------------------------------------------------------------------------------- memory
-def _vm_hwm_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0, /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _maxrss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
-
-
-def _memory_worker(spec: dict) -> dict:
-    """Runs in a fresh interpreter: build the model (fast or reference), run one warm-up inference, then
-    one measured inference per batch size with the high-water mark reset before each."""
-    from rdbench.reference import build_reference_model, reference_predict
-
-    torch.set_num_threads(spec["threads"])
-    torch.manual_seed(0)
-    layers, sigma, size = tuple(spec["layers"]), spec["sigma"], spec["image_size"]
-    if spec["mode"] == "fast":
-        model = prepare_for_inference(build_rd_model(spec["backbone"], spec["weights"]), "cpu", inplace=True,
-                                      **spec["options"])
-
-        def run(x: torch.Tensor) -> None:
-            fast_predict(model, x, layers, sigma, spec["amp"]).cpu()
-    else:
-        ref = build_reference_model(spec["backbone"], spec["weights"])
-
-        def run(x: torch.Tensor) -> None:
-            for i in range(x.shape[0]):
-                reference_predict(ref, x[i:i + 1], layers, sigma)
-
-    out: dict = {"peaks_mb": {}, "method": "VmHWM"}
-    for batch in spec["batches"]:
-        x = torch.randn(batch, 3, size, size)
-        run(x)  # warm-up: oneDNN primitives, allocator pools
-        out.setdefault("process_peak_mb", 0.0)
-        hwm = _vm_hwm_mb()
-        out["process_peak_mb"] = max(out["process_peak_mb"], hwm if hwm is not None else _maxrss_mb())
-        if _reset_hwm() and hwm is not None:
-            run(x)
-            out["peaks_mb"][str(batch)] = _vm_hwm_mb()
-        else:
-            out["method"] = "ru_maxrss (no high-water reset on this OS: includes building the model)"
-            run(x)
-            out["peaks_mb"][str(batch)] = _maxrss_mb()
-        out["process_peak_mb"] = max(out["process_peak_mb"], out["peaks_mb"][str(batch)])
-        del x
-    out["rss_end_mb"] = _rss_mb()
-    return out
-
-
-def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] = ("fast", "reference"),
-                        batches: tuple[int, ...] = (1,), weights: str = "none", layers: tuple[int, ...] = (1, 2, 3),
-                        sigma: float = 4.0, options: dict | None = None, amp: str | None = None,
-                        timeout_s: float = 600) -> dict[str, dict]:
-    """Peak resident memory (MB) of CPU inference for each of ``modes`` ("fast", "reference"), each measured
-    in its own fresh Python process (run side by side) so that nothing allocated earlier here counts.
-    Both workers import the same libraries (torch, scipy, sklearn, skimage, pandas), so the difference is
-    the model and the inference. The figure is the process's own high-water mark (VmHWM), not
-    ``ru_maxrss``: on Linux a child's ru_maxrss starts at its parent's peak (the fork before exec), which
-    would report the profiler's memory instead of the worker's. ``options``: keyword arguments of
-    ``prepare_for_inference`` for the fast worker (default: its defaults; prepack off with amp).
-    Returns {mode: {"peaks_mb": {batch: MB}, "process_peak_mb", "method", "rss_end_mb"}}."""
-    code = ("import json, sys; from rdbench.profile import _memory_worker; "
-            "print('RDBENCH-JSON ' + json.dumps(_memory_worker(json.loads(sys.argv[1]))))")
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    procs = {}
-    for mode in modes:
-        if mode not in ("fast", "reference"):
-            raise ValueError(f"unknown mode {mode!r}; valid: fast, reference")
-        spec = {"mode": mode, "backbone": backbone, "image_size": image_size, "batches": list(batches),
-                "weights": weights, "layers": list(layers), "sigma": sigma, "amp": amp,
-                "options": dict(options or ({"prepack": False} if amp else {})), "threads": torch.get_num_threads()}
-        procs[mode] = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True, env=env)
-    results = {}
-    for mode, proc in procs.items():
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        for line in out.splitlines()[::-1]:
-            if line.startswith("RDBENCH-JSON "):
-                results[mode] = json.loads(line[len("RDBENCH-JSON "):])
-                break
-        else:
-            raise RuntimeError(f"{mode} memory worker failed (exit {proc.returncode}): {err.strip()[-2000:]}")
-    return results
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -644,7 +277,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
 
         epochs = train_epochs or (1 + repeats)
         cfg = RunConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
-                        image_size=image_size, layers=layers, seed=seed, device=str(dev))
+                        image_size=image_size, layers=layers, seed=seed, device=str(dev), amp=amp or "none")
         data = _RandomImages(2 * batch_size, image_size, seed)
         torch.manual_seed(seed)
         tmodel = build_rd_model(backbone, weights)
@@ -659,7 +292,8 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
         fast["train_throughput_ips"] = _figure(
             _median([n / t for t in times[1:]]) if len(times) > 1 else None, "images/s",
             f"rdbench.train.train, epochs after the first (teacher features served by the feature cache): "
-            f"training images per second (student forward + backward + Adam step, batch {batch_size}); "
+            f"training images per second (student forward + backward + Adam step, batch {batch_size}"
+            f"{f', student under {amp} autocast' if amp else ''}); "
             f"median over {len(times) - 1} epochs of {n} random images; {what}", name, [n / t for t in times[1:]])
         fast["train_first_epoch_ips"] = _figure(
             n / times[0], "images/s", "the first epoch (teacher computed and cached; includes warm-up)", name)

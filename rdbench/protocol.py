@@ -29,7 +29,7 @@ class Protocol:
         from rdbench.evaluate import evaluate
 
         return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size,
-                        keep_maps=keep_maps)
+                        keep_maps=keep_maps, amp=config.amp)
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")

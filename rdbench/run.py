@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.device import resolve_device
+from rdbench.device import check_amp, resolve_device
 from rdbench.gallery import make_gallery
 from rdbench.models.rd import build_rd_model
 from rdbench.protocol import get_protocol
@@ -83,6 +83,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         protocol = get_protocol(config.protocol)
         protocol.check_data(config)
         device = resolve_device(config.device)
+        check_amp(config.amp, device)  # e.g. fp16 on a CPU: fail before loading anything
         if device.type == "cuda":  # repeatable kernels; the cost is small for this model
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
             torch.backends.cudnn.deterministic = True
@@ -100,8 +101,9 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
             if config.eval_protocol == "paper" and epoch % config.eval_every == 0 and epoch < config.epochs:
                 curve.append({"epoch": epoch, **protocol.evaluate(model, test_set, config, device).metrics})
 
+        cache_bytes = None if config.feature_cache_gb is None else int(config.feature_cache_gb * 2**30)
         fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
-                    checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway)
+                    checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway, feature_cache_bytes=cache_bytes)
         record["loss_curve"] = fit.loss_curve
         ev = protocol.evaluate(model, test_set, config, device, keep_maps=True)
         record["gallery"] = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
@@ -115,7 +117,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
             "timings": {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
                         "eval_peak_memory_mb": ev.peak_memory_mb,
                         "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
-                        "resumed_from_epoch": fit.resumed_from_epoch},
+                        "resumed_from_epoch": fit.resumed_from_epoch, "feature_cache": fit.feature_cache},
             "counts": {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)},
         })
         if ev.metric_errors:

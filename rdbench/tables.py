@@ -47,6 +47,8 @@ class GridOptions:
     backbone: str | None = None  # override for the tables that don't vary it (all but Table 6)
     caltech_split_seed: int = 0  # Table 4, Caltech-256: the paper gives no split (docs/parity.md)
     caltech_test_fraction: float = 0.2
+    amp: str = "none"  # mixed precision of every run (RunConfig.amp); part of the runs' hashes
+    feature_cache_gb: float | None = None  # RunConfig.feature_cache_gb; does not change results
 
     def seed_list(self) -> list[int]:
         return [111 + i for i in range(self.seeds)]

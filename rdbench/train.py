@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from rdbench.config import RunConfig
+from rdbench.device import autocast, check_amp
 from rdbench.feature_cache import TeacherFeatureCache
 from rdbench.losses import distillation_loss
 from rdbench.models.rd import RDModel
@@ -125,7 +126,11 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
 
     The frozen teacher's features of every training image are cached after the first epoch within
     ``feature_cache_bytes`` (None: ``rdbench.feature_cache.default_budget(device)``, 4 GiB at most on CPU;
-    0: no cache); results are bit-identical to recomputing them on CPU (see rdbench.feature_cache)."""
+    0: no cache); results are bit-identical to recomputing them on CPU (see rdbench.feature_cache).
+
+    ``config.amp`` ("bf16"/"fp16") runs the student's forward pass under autocast; the teacher's features
+    (and so the cache) stay float32 and the loss is computed in float32."""
+    amp = check_amp(config.amp, device)
     model.to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas)
     generator = torch.Generator().manual_seed(config.seed)
@@ -150,7 +155,10 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         total, count = 0.0, 0
         for idx in batches.epoch_indices(generator):
             t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, non_blocking=True))
-            s = model.student(t)
+            with autocast(device, amp):
+                s = model.student(t)
+            if amp != "none":
+                s = [x.float() for x in s]
             loss = distillation_loss(config.loss, select_layers(t, config.layers),
                                      select_layers(s, config.layers))
             value = float(loss.detach())

@@ -110,12 +110,40 @@ def test_make_synthetic_rejects_unknown_category(tmp_path):
 
 def test_profile_command_json():
     res = runner.invoke(app, ["profile", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2",
-                              "--no-reference", "--json"])
+                              "--no-reference", "--no-train", "--no-memory", "--repeats", "2", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert "latency_ms" in json.dumps(out) and "throughput_ips" in json.dumps(out)
+    assert out["repeats"] == 2 and out["reference"] is None and out["fast_settings"]["amp"] is None
+    assert len(out["fast"]["latency_ms"]["samples"]) == 2 and out["fast"]["throughput_ips"]["value"] > 0
+    assert out["fast"]["train_throughput_ips"]["value"] is None and out["fast"]["peak_memory_mb"]["value"] is None
+
+
+def test_profile_bf16_option():
+    res = runner.invoke(app, ["profile", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2",
+                              "--no-reference", "--no-memory", "--repeats", "1", "--amp", "bf16"])
+    assert res.exit_code == 0, res.output
+    assert "amp bf16: max map diff" in res.output and "student under bf16 autocast" in res.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--amp", "int8"), "unknown amp 'int8'; valid amps: none, bf16, fp16"),
+    (("--amp", "fp16", "--device", "cpu"), "fp16 autocast is for CUDA"),
+    (("--repeats", "0"), "--repeats must be >= 1"),
+])
+def test_profile_rejects_bad_options(args, message):
+    res = _run("profile", "--backbone", "resnet18", "--image-size", "64", *args)
+    assert res.exit_code == 2 and message in res.output, res.output
 
 
 def test_profile_rejects_bad_size():
     res = _run("profile", "--backbone", "resnet18", "--image-size", "50")
     assert res.exit_code == 2 and "multiple of 32" in res.output
+
+
+def test_run_and_reproduce_reject_unknown_amp(tiny_mvtec, tmp_path):
+    res = _run("run", "--data-root", tiny_mvtec, "--category", "carpet", "--amp", "fp32", "--results", tmp_path)
+    assert res.exit_code == 2 and "amp must be one of none, bf16, fp16" in res.output, res.output
+    res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--amp", "fp32", "--dry-run")
+    assert res.exit_code == 2 and "valid amps: none, bf16, fp16" in res.output, res.output
+    res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--feature-cache-gb", "-1", "--dry-run")
+    assert res.exit_code == 2 and "--feature-cache-gb must be >= 0" in res.output, res.output

@@ -19,6 +19,14 @@ def test_hash_stable_and_ignores_device():
     assert len(a.hash()) == 16
 
 
+def test_fields_added_later_keep_earlier_ids():
+    # ids of records written before amp/feature_cache_gb existed (computed with that version's RunConfig)
+    assert RunConfig().hash() == "6d676aee6bacd2ca"
+    assert RunConfig(backbone="resnet18", category="nut", seed=3).hash() == "2a02b41456d134af"
+    assert RunConfig(feature_cache_gb=0.5).hash() == RunConfig().hash()  # a memory budget, not a result
+    assert RunConfig(amp="bf16").hash() not in (RunConfig().hash(), RunConfig(amp="fp16").hash())
+
+
 def test_paper_defaults():
     c = RunConfig()
     assert (c.lr, c.betas, c.epochs, c.batch_size, c.image_size, c.gaussian_sigma) == (
@@ -29,6 +37,7 @@ def test_paper_defaults():
 @pytest.mark.parametrize("change,match", [
     ({"layers": (0, 1)}, "subset of 1, 2, 3"), ({"layers": ()}, "subset"), ({"layers": (1, 1)}, "repeats"),
     ({"epochs": 0}, "epochs"), ({"image_size": 100}, "multiple of 32"), ({"eval_protocol": "best"}, "final"),
+    ({"amp": "fp32"}, "none, bf16, fp16"), ({"feature_cache_gb": -1}, "feature_cache_gb"),
 ])
 def test_config_validation(change, match):
     with pytest.raises(ValueError, match=match):

@@ -11,8 +11,8 @@ from rdbench import metrics
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTecTest, MVTecTrain
 from rdbench.evaluate import collect_maps, evaluate
+from rdbench.inference import fast_predict, prepare_for_inference
 from rdbench.models.rd import build_rd_model
-from rdbench.profile import fast_predict, prepare_for_inference
 from rdbench.reference import (
     build_reference_model,
     compute_pro,

@@ -63,7 +63,7 @@ def record(config, status: str = "ok", teacher: str = "imagenet", **metrics) -> 
 
 def make_results(root: Path) -> Path:
     """Two seeds for carpet/RD, one seed elsewhere, a random teacher (bottle/RD), a failed run (grid/RD),
-    a corrupt file, a gallery (carpet/RD seed 111), a Table 5 sweep with eval protocol "paper"."""
+    a bf16 run of carpet/RD, a corrupt file, a gallery (carpet/RD seed 111), a Table 5 sweep with eval protocol "paper"."""
     by = {(g.row, g.column, g.config.seed): g.config for g in get_table("1").grid(OPTS)}
     recs = [record(by[("carpet", "RD", 111)], image_auroc=0.97), record(by[("carpet", "RD", 112)], image_auroc=0.99),
             record(by[("carpet", "RD@128", 111)], image_auroc=0.985),
@@ -72,6 +72,8 @@ def make_results(root: Path) -> Path:
     recs[0]["gallery"] = _gallery(np.random.default_rng(0))
     t5 = {(g.column, g.config.seed): g.config for g in get_table("5").grid(PAPER_OPTS)}
     recs.append(record(t5[("Pre+OCE+MFF", 111)], image_auroc=0.975))
+    # a bf16 run of carpet/RD: another config hash, so it must not enter the float32 cell (98.0 +- 1.4)
+    recs.append(record(by[("carpet", "RD", 111)].replace(amp="bf16"), image_auroc=0.5))
     for i, rec in enumerate(recs):
         write_record(rec, root / "runs" / f"run{i:02d}_{rec['config_hash']}.json")
     (root / "runs" / "broken_record.json").write_text('{"config": {"protocol": "mvt')  # a crash mid-write
@@ -150,9 +152,10 @@ def test_warnings_runs_and_provenance(report):
     assert "RANDOM TEACHER" in text.upper() and "RANDOM" in html.split('id="runs"')[1]
     assert "CUDA out of memory" in html.split('id="runs"')[1]
     assert html.split('id="runs"')[1].count('class="status">failed') == 1
+    assert "1 run(s) used mixed precision" in text
     prov = _text(html.split('id="provenance"')[1])
     for fact in ("abc123def456", "python 3.11.7", "torch 2.3.0", "x86_64 (cpu)", "imagenet: IMAGENET1K_V1",
-                 "random: none", "111, 112", "pro_rd4ad"):
+                 "random: none", "111, 112", "pro_rd4ad", "Precision runs float32 6 bf16 1"):
         assert fact in prov, fact
 
 

@@ -123,3 +123,15 @@ def test_table4_caltech_grid_from_data_and_run(tmp_path):
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
     assert rec["config"]["extra"] == {"split_seed": 3, "test_fraction": 0.2}
     assert rec["counts"]["test"] == 2 * 30 and sum(rec["per_image"]["label"]) == 30  # 50% clutter outliers
+
+
+def test_grid_options_reach_every_planned_run():
+    from rdbench.reproduce import plan
+    from rdbench.tables import GridOptions, all_tables
+
+    runs = plan(all_tables(), GridOptions(data_root="/d", novelty_root="/n", amp="bf16", feature_cache_gb=1.5))
+    assert runs and all(p.config.amp == "bf16" and p.config.feature_cache_gb == 1.5 for p in runs)
+    plain = plan(all_tables(), GridOptions(data_root="/d", novelty_root="/n", feature_cache_gb=1.5))
+    assert {p.config.hash() for p in plain} == {p.config.hash() for p in plan(all_tables(), GridOptions(
+        data_root="/d", novelty_root="/n"))}  # the cache budget does not change which runs exist
+    assert not {p.config.hash() for p in plain} & {p.config.hash() for p in runs}

@@ -204,3 +204,41 @@ def test_record_keeps_a_small_gallery(tiny_mvtec, tmp_path):
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(top["mask_png"]))))
     assert set(np.unique(mask)) == {0, 255}  # the defect square is there
     assert top["map_range"][0] <= top["map_range"][1]
+
+
+def test_bf16_training_autocasts_the_student_only(tiny_mvtec):
+    cfg = _config(tiny_mvtec, amp="bf16", epochs=3)
+    train_set, _ = get_protocol("mvtec").datasets(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_rd_model(cfg.backbone, cfg.weights)
+    seen: dict = {}
+
+    def record(name):
+        def hook(module, inputs, out) -> None:  # returns None: the output is left as it is
+            seen.setdefault(name, out[0].dtype)
+        return hook
+
+    model.teacher.register_forward_hook(record("teacher"))
+    model.decoder.register_forward_hook(record("decoder"))
+    low = train(model, train_set, cfg, torch.device("cpu"), progress=False)
+    assert seen == {"teacher": torch.float32, "decoder": torch.bfloat16}
+    assert low.feature_cache["active"] and low.feature_cache["hits"] > 0  # the cache stays float32 and exact
+    torch.manual_seed(cfg.seed)
+    full = train(build_rd_model(cfg.backbone, cfg.weights), train_set, cfg.replace(amp="none"), torch.device("cpu"),
+                 progress=False)
+    assert low.loss_curve != full.loss_curve
+    np.testing.assert_allclose(low.loss_curve, full.loss_curve, rtol=0.05)  # bf16: close, not equal
+
+
+def test_record_keeps_feature_cache_facts_and_its_budget(tiny_mvtec, tmp_path):
+    rec = run_one(_config(tiny_mvtec, feature_cache_gb=0), tmp_path / "off", progress=False)
+    cache = rec["timings"]["feature_cache"]
+    assert cache["active"] is False and cache["budget_bytes"] == 0 and "budget is 0" in cache["reason"]
+    on = run_one(_config(tiny_mvtec), tmp_path / "on", progress=False)
+    assert on["timings"]["feature_cache"]["active"] and on["timings"]["feature_cache"]["hits"] == 4  # epoch 2
+    assert on["config_hash"] == rec["config_hash"] and on["metrics"] == rec["metrics"]  # bit-identical on CPU
+
+
+def test_fp16_on_cpu_fails_before_training(tiny_mvtec, tmp_path):
+    rec = run_one(_config(tiny_mvtec, amp="fp16"), tmp_path / "res", progress=False)
+    assert rec["status"] == "failed" and "fp16 autocast is for CUDA" in rec["error"] and "loss_curve" not in rec

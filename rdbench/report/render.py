@@ -266,6 +266,9 @@ def provenance(records: list[dict]) -> dict:
         "teachers": _counts(teachers),
         "seeds": ", ".join(map(str, sorted({r.get("seed") for r in records if r.get("seed") is not None}))),
         "eval": _counts((r.get("config") or {}).get("eval_protocol", "?") for r in records),
+        "precision": _counts({"none": "float32", None: "float32"}.get((r.get("config") or {}).get("amp"),
+                                                                      (r.get("config") or {}).get("amp"))
+                             for r in records),
     }
 
 
@@ -278,6 +281,10 @@ def _warnings_about(records: list[dict]) -> list[str]:
     if rnd:
         out.append(f"{rnd} run(s) used a RANDOM teacher (no ImageNet weights): every table cell they feed is "
                    f"marked RT and is not comparable with the paper.")
+    amp = sum((r.get("config") or {}).get("amp", "none") != "none" for r in records)
+    if amp:
+        out.append(f"{amp} run(s) used mixed precision (bf16/fp16 autocast); their metrics differ slightly from "
+                   f"float32 runs (the authors' precision) and they form cells of their own.")
     dirty = sum(bool((r.get("environment") or {}).get("dirty")) for r in records)
     if dirty:
         out.append(f"{dirty} run(s) were made from a checkout with uncommitted changes.")

@@ -26,8 +26,10 @@ from benchutil import paired, report, rounds, timed
 from rdbench import metrics
 from rdbench.config import RunConfig
 from rdbench.evaluate import evaluate
+from rdbench.inference import fast_predict, prepare_for_inference
+from rdbench.memory import measure_peak_memory
 from rdbench.models.rd import build_rd_model
-from rdbench.profile import _RandomImages, fast_predict, measure_peak_memory, prepare_for_inference
+from rdbench.profile import _RandomImages
 from rdbench.reference import (
     build_reference_model,
     reference_evaluate,

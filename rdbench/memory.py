@@ -1,0 +1,138 @@
+"""Peak resident memory of CPU inference, each mode measured in a fresh Python process (``rdbench profile``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from rdbench.inference import fast_predict, prepare_for_inference
+from rdbench.models.rd import build_rd_model
+
+__all__ = ["measure_peak_memory"]
+
+
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0, /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
+
+
+def _memory_worker(spec: dict) -> dict:
+    """Runs in a fresh interpreter: build the model (fast or reference), run one warm-up inference, then
+    one measured inference per batch size with the high-water mark reset before each."""
+    from rdbench.reference import build_reference_model, reference_predict
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    layers, sigma, size = tuple(spec["layers"]), spec["sigma"], spec["image_size"]
+    if spec["mode"] == "fast":
+        model = prepare_for_inference(build_rd_model(spec["backbone"], spec["weights"]), "cpu", inplace=True,
+                                      **spec["options"])
+
+        def run(x: torch.Tensor) -> None:
+            fast_predict(model, x, layers, sigma, spec["amp"]).cpu()
+    else:
+        ref = build_reference_model(spec["backbone"], spec["weights"])
+
+        def run(x: torch.Tensor) -> None:
+            for i in range(x.shape[0]):
+                reference_predict(ref, x[i:i + 1], layers, sigma)
+
+    out: dict = {"peaks_mb": {}, "method": "VmHWM"}
+    for batch in spec["batches"]:
+        x = torch.randn(batch, 3, size, size)
+        run(x)  # warm-up: oneDNN primitives, allocator pools
+        out.setdefault("process_peak_mb", 0.0)
+        hwm = _vm_hwm_mb()
+        out["process_peak_mb"] = max(out["process_peak_mb"], hwm if hwm is not None else _maxrss_mb())
+        if _reset_hwm() and hwm is not None:
+            run(x)
+            out["peaks_mb"][str(batch)] = _vm_hwm_mb()
+        else:
+            out["method"] = "ru_maxrss (no high-water reset on this OS: includes building the model)"
+            run(x)
+            out["peaks_mb"][str(batch)] = _maxrss_mb()
+        out["process_peak_mb"] = max(out["process_peak_mb"], out["peaks_mb"][str(batch)])
+        del x
+    out["rss_end_mb"] = _rss_mb()
+    return out
+
+
+def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] = ("fast", "reference"),
+                        batches: tuple[int, ...] = (1,), weights: str = "none", layers: tuple[int, ...] = (1, 2, 3),
+                        sigma: float = 4.0, options: dict | None = None, amp: str | None = None,
+                        timeout_s: float = 600) -> dict[str, dict]:
+    """Peak resident memory (MB) of CPU inference for each of ``modes`` ("fast", "reference"), each measured
+    in its own fresh Python process (run side by side) so that nothing allocated earlier here counts.
+    Both workers import the same libraries (torch, scipy, sklearn, skimage, pandas), so the difference is
+    the model and the inference. The figure is the process's own high-water mark (VmHWM), not
+    ``ru_maxrss``: on Linux a child's ru_maxrss starts at its parent's peak (the fork before exec), which
+    would report the profiler's memory instead of the worker's. ``options``: keyword arguments of
+    ``prepare_for_inference`` for the fast worker (default: its defaults; prepack off with amp).
+    Returns {mode: {"peaks_mb": {batch: MB}, "process_peak_mb", "method", "rss_end_mb"}}."""
+    code = ("import json, sys; from rdbench.memory import _memory_worker; "
+            "print('RDBENCH-JSON ' + json.dumps(_memory_worker(json.loads(sys.argv[1]))))")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    procs = {}
+    for mode in modes:
+        if mode not in ("fast", "reference"):
+            raise ValueError(f"unknown mode {mode!r}; valid: fast, reference")
+        spec = {"mode": mode, "backbone": backbone, "image_size": image_size, "batches": list(batches),
+                "weights": weights, "layers": list(layers), "sigma": sigma, "amp": amp,
+                "options": dict(options or ({"prepack": False} if amp else {})), "threads": torch.get_num_threads()}
+        procs[mode] = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, env=env)
+    results = {}
+    for mode, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        for line in out.splitlines()[::-1]:
+            if line.startswith("RDBENCH-JSON "):
+                results[mode] = json.loads(line[len("RDBENCH-JSON "):])
+                break
+        else:
+            raise RuntimeError(f"{mode} memory worker failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+    return results
+

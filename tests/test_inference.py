@@ -1,0 +1,117 @@
+"""rdbench.inference: the prepared model equals the plain one; the pieces equal what they replace; amp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rdbench.evaluate import predict_maps
+from rdbench.inference import (
+    PackedConv2d,
+    PixelShuffleDeconv,
+    fast_predict,
+    fold_batchnorm,
+    prepare_for_inference,
+)
+from rdbench.models.rd import build_rd_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # See tests/test_reference.py: one intra-op thread keeps shared, oversubscribed CPUs from stalling.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_rd_model("resnet18", "none").eval()
+
+
+def test_prepare_for_inference_works_on_a_copy(model):
+    prepared = prepare_for_inference(model, "cpu")
+    kinds = {type(m) for m in prepared.modules()}
+    assert nn.BatchNorm2d not in kinds and nn.ConvTranspose2d not in kinds and nn.Conv2d not in kinds
+    assert PackedConv2d in kinds and PixelShuffleDeconv in kinds and prepared.rdbench_prepacked
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(3, 3, 64, 64)
+    expected = predict_maps(model, x, (1, 2, 3), 4.0)
+    assert (fast_predict(prepared, x) - expected).abs().max() < 1e-5
+    assert (fast_predict(prepared, x[:1]) - expected[:1]).abs().max() < 1e-5  # other shapes after packing
+    plain = prepare_for_inference(model, "cpu", channels_last=False, fold_bn=False, pixel_shuffle=False)
+    assert not plain.rdbench_prepacked and torch.equal(fast_predict(plain, x), expected)
+    unpacked = prepare_for_inference(model, "cpu", prepack=False)
+    assert unpacked.decoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="prepack"):
+        prepare_for_inference(model, "cpu", channels_last=False, prepack=True)
+
+
+def test_packed_convolution_and_pixel_shuffle_deconv_equal_the_originals():
+    torch.manual_seed(1)
+    x = torch.randn(2, 16, 9, 7).contiguous(memory_format=torch.channels_last)
+    for conv in (nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.Conv2d(16, 8, 1, bias=False)):
+        conv = conv.eval().to(memory_format=torch.channels_last)
+        packed = PackedConv2d(conv)
+        with torch.inference_mode():
+            assert (packed(x) - conv(x)).abs().max() < 1e-5
+            assert (packed(x[:1]) - conv(x[:1])).abs().max() < 1e-5
+    deconv = nn.ConvTranspose2d(16, 8, 2, stride=2, bias=True)
+    with torch.no_grad():
+        assert (PixelShuffleDeconv(deconv)(x) - deconv(x)).abs().max() < 1e-5
+
+
+def test_fold_batchnorm_counts():
+    torch.manual_seed(0)
+    m = build_rd_model("resnet18", "none").eval()
+    n_bn = sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    assert fold_batchnorm(m) == n_bn  # every batch norm of the model follows a convolution
+
+
+def test_bf16_autocast_runs_in_bfloat16_and_stays_close(model):
+    with pytest.raises(ValueError, match="prepack=False"):
+        fast_predict(prepare_for_inference(model, "cpu"), torch.randn(1, 3, 64, 64), amp="bf16")
+    prepared = prepare_for_inference(model, "cpu", prepack=False)
+    seen = []
+    hook = prepared.teacher.layer3.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    hook2 = prepared.decoder.register_forward_hook(lambda mod, inp, out: seen.append(out[0].dtype))
+    x = torch.randn(2, 3, 64, 64)
+    low = fast_predict(prepared, x, amp="bf16")
+    hook.remove()
+    hook2.remove()
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    ref = fast_predict(prepared, x)
+    assert low.dtype == torch.float32
+    span = float(ref.max() - ref.min())
+    assert (low - ref).abs().max() < 0.1 * span  # bf16 keeps 8 bits of mantissa: close, not equal
+    assert torch.corrcoef(torch.stack([low.flatten(), ref.flatten()]))[0, 1] > 0.95
+    with pytest.raises(ValueError, match="fp16"):
+        fast_predict(prepared, x, amp="fp16")
+    with pytest.raises(ValueError, match="unknown amp"):
+        fast_predict(prepared, x, amp="int8")
+
+
+def test_evaluation_scores_with_a_prepared_copy(tiny_mvtec):
+    from rdbench.data.mvtec import MVTecTest
+    from rdbench.evaluate import collect_maps
+
+    torch.manual_seed(2)
+    model = build_rd_model("resnet18", "none")
+    model.train()
+    test_set = MVTecTest(tiny_mvtec, "carpet", 64)
+    # batch 3 over 4 images: the packed weights are laid out for the first batch and reused for the last
+    fast, items, _, _ = collect_maps(model, test_set, (1, 2, 3), 4.0, torch.device("cpu"), batch_size=3)
+    plain, _, _, _ = collect_maps(model, test_set, (1, 2, 3), 4.0, torch.device("cpu"), batch_size=3, fast=False)
+    assert fast.shape == plain.shape == (4, 64, 64) and items["label"] == [0, 0, 1, 1]
+    assert abs(fast - plain).max() < 1e-5 and abs(fast - plain).max() > 0  # the rewrites did run
+    # the model itself is not rewritten (it may still be training)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, PackedConv2d) for m in model.modules())
+    low, _, _, _ = collect_maps(model, test_set, (1, 2, 3), 4.0, torch.device("cpu"), batch_size=3, amp="bf16")
+    assert low.dtype == np.float32 and 0 < abs(low - plain).max() < 0.1 * (plain.max() - plain.min())
+    with pytest.raises(ValueError, match="fp16 autocast is for CUDA"):
+        collect_maps(model, test_set, (1, 2, 3), 4.0, torch.device("cpu"), amp="fp16")
