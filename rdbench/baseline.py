@@ -21,9 +21,8 @@ SPREAD_FACTOR = 3.0  # tolerance = max(floor, 3 x the baseline's seed std)
 
 def cell_key(config: dict) -> str:
     """Identity of a cell: every result-relevant setting except the seed."""
-    d = RunConfig.from_dict(config).to_dict()
-    for name in (*RunConfig.NON_RESULT_FIELDS, "seed"):
-        d.pop(name, None)
+    d = RunConfig.from_dict(config).result_dict()
+    d.pop("seed")
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -31,6 +30,8 @@ def cell_label(config: dict) -> str:
     c = config
     extra = [f"{c['image_size']}px", f"{c['epochs']}ep", c["bottleneck"], "L" + ",".join(map(str, c["layers"])),
              f"weights={c['weights'] if c['weights'] in ('imagenet', 'none') else 'file'}"]
+    if c.get("amp", "none") != "none":
+        extra.append(c["amp"])
     return f"{c['protocol']}/{c['category']}/{c['backbone']} ({' '.join(extra)})"
 
 

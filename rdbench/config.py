@@ -89,9 +89,13 @@ class RunConfig:
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+    def result_dict(self) -> dict:
+        """The settings that determine the numbers: to_dict() without NON_RESULT_FIELDS and without the
+        HASH_OMITTED_AT_DEFAULT fields at their default (the config hash and the baselines' cells use it)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS
+                and not (k in self.HASH_OMITTED_AT_DEFAULT and v == self.HASH_OMITTED_AT_DEFAULT[k])}
+
     def hash(self) -> str:
         """Stable over field order and Python versions; ignores fields that don't change results."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS
-             and not (k in self.HASH_OMITTED_AT_DEFAULT and v == self.HASH_OMITTED_AT_DEFAULT[k])}
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        blob = json.dumps(self.result_dict(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

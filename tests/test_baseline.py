@@ -37,6 +37,10 @@ def test_cell_key_ignores_seed_device_and_root():
     c = RunConfig(category="carpet")
     assert cell_key(c.to_dict()) == cell_key(c.replace(seed=5, device="cuda", data_root="/x").to_dict())
     assert cell_key(c.to_dict()) != cell_key(c.replace(epochs=3).to_dict())
+    assert cell_key(c.to_dict()) == cell_key(c.replace(feature_cache_gb=0).to_dict())
+    assert cell_key(c.to_dict()) != cell_key(c.replace(amp="bf16").to_dict())
+    old = {k: v for k, v in c.to_dict().items() if k not in ("amp", "feature_cache_gb")}  # a record from before
+    assert cell_key(old) == cell_key(c.to_dict())  # both fields existed
 
 
 def test_saved_statistics(base):

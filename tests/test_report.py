@@ -63,7 +63,8 @@ def record(config, status: str = "ok", teacher: str = "imagenet", **metrics) -> 
 
 def make_results(root: Path) -> Path:
     """Two seeds for carpet/RD, one seed elsewhere, a random teacher (bottle/RD), a failed run (grid/RD),
-    a bf16 run of carpet/RD, a corrupt file, a gallery (carpet/RD seed 111), a Table 5 sweep with eval protocol "paper"."""
+    a bf16 run of carpet/RD, a corrupt file, a gallery (carpet/RD seed 111), a Table 5 sweep with eval
+    protocol "paper"."""
     by = {(g.row, g.column, g.config.seed): g.config for g in get_table("1").grid(OPTS)}
     recs = [record(by[("carpet", "RD", 111)], image_auroc=0.97), record(by[("carpet", "RD", 112)], image_auroc=0.99),
             record(by[("carpet", "RD@128", 111)], image_auroc=0.985),

@@ -1,0 +1,98 @@
+"""The issue's GPU measurements as one prepared script, for a session that is lent a GPU:
+
+1. ``rdbench profile`` of wide_resnet50_2 at 256 px on the device, in the variants worth comparing there
+   (float32 as the authors; channels_last; bf16 autocast + channels_last), with the reference (the authors'
+   batch-1 procedure) measured once beside the float32 variant. Goal: >= 2000 images/s on an H200.
+2. One full MVTec-sized category (280 training images like carpet, 120 test images, 256 px, 200 epochs,
+   wide_resnet50_2, batch 16) trained and evaluated by ``rdbench.run.run_one`` on a synthetic category,
+   wall clock measured around it. Goal: under 2 minutes on an H200.
+
+Writes ``<out>/gpu_check.json`` (every profile result and the run's record summary) and prints a summary.
+The weights are random (``none``): the cost does not depend on them. Usage on the device machine::
+
+    python tests/benchmarks/gpu_check.py --device cuda --out "$OUT"
+
+``--quick`` shrinks everything (a CPU smoke run of the script itself: tests/test_gpu_check.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rdbench.config import RunConfig
+from rdbench.data.synthetic import make_synthetic
+from rdbench.profile import format_profile, profile
+from rdbench.run import run_one
+
+VARIANTS = {  # name -> profile() options
+    "float32": {},
+    "float32_channels_last": {"channels_last": True},
+    "bf16_channels_last": {"channels_last": True, "amp": "bf16"},
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--batch-size", type=int, default=64, help="throughput batch size of the profiles")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of this script")
+    args = ap.parse_args(argv)
+    backbone, size, epochs, n_train, n_good, n_bad, batch = "wide_resnet50_2", 256, 200, 280, 40, 80, args.batch_size
+    repeats = None
+    if args.quick:
+        backbone, size, epochs, n_train, n_good, n_bad, batch, repeats = "resnet18", 64, 2, 4, 2, 2, 2, 1
+    result: dict = {"device": args.device, "torch": torch.__version__, "profiles": {}, "category_run": None}
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every step: a run cut short by the device's time limit keeps what it measured
+        (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
+
+    for name, options in VARIANTS.items():
+        t0 = time.perf_counter()
+        try:
+            r = profile(backbone, image_size=size, batch_size=batch, device=args.device, repeats=repeats,
+                        reference=name == "float32", memory=not args.quick, train=name != "float32_channels_last",
+                        train_epochs=3 if args.quick else None, **options)
+            result["profiles"][name] = r
+            print(f"== profile {name} ({time.perf_counter() - t0:.0f} s)\n{format_profile(r)}\n", flush=True)
+        except Exception as exc:  # one variant failing (e.g. no bf16 on an old GPU) must not lose the others
+            result["profiles"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"== profile {name} FAILED: {exc}", flush=True)
+        save()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_synthetic(Path(tmp) / "data", categories=["brick"], n_train=n_train, n_test_good=n_good,
+                              n_test_bad=n_bad, size=size)
+        cfg = RunConfig(protocol="mvtec", data_root=str(data.root), category="brick", backbone=backbone,
+                        weights="none", epochs=epochs, image_size=size, device=args.device)
+        t0 = time.perf_counter()
+        rec = run_one(cfg, Path(tmp) / "results", progress=False, keep_model=False)
+        wall = time.perf_counter() - t0
+    result["category_run"] = {
+        "wall_s": wall, "status": rec["status"], "error": rec.get("error"), "metrics": rec.get("metrics"),
+        "timings": rec.get("timings"), "counts": rec.get("counts"), "config": cfg.to_dict(),
+        "environment": rec.get("environment"),
+        "description": f"run_one: {epochs} epochs of {n_train} synthetic {size}px images + evaluation of "
+                       f"{n_good + n_bad} test images, {backbone}, batch {cfg.batch_size}, random teacher; "
+                       f"wall clock including data loading, model building and the record"}
+    save()
+    t = rec.get("timings") or {}
+    print(f"== category run: {rec['status']} in {wall:.1f} s (train {t.get('train_s', float('nan')):.1f} s, "
+          f"eval {t.get('eval_s', float('nan')):.1f} s), feature cache "
+          f"{(t.get('feature_cache') or {}).get('active')}", flush=True)
+    for name, r in result["profiles"].items():
+        if "fast" in r:
+            print(f"   {name}: {r['fast']['throughput_ips']['value']:.0f} images/s at batch {batch}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main()["category_run"]["status"] == "ok" else 1)

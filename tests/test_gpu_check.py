@@ -1,0 +1,30 @@
+"""tests/benchmarks/gpu_check.py (the prepared GPU measurements) runs end to end: a CPU smoke run at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+import gpu_check  # noqa: E402
+
+
+def test_gpu_check_script_smoke_run_on_cpu(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        result = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["category_run"]["status"] == "ok" == result["category_run"]["status"]
+    assert saved["category_run"]["timings"]["feature_cache"]["active"]
+    assert set(saved["profiles"]) == set(gpu_check.VARIANTS)
+    for name, r in saved["profiles"].items():
+        assert "error" not in r, (name, r)
+        assert r["fast"]["throughput_ips"]["value"] > 0
+    assert saved["profiles"]["bf16_channels_last"]["fast_settings"]["amp"] == "bf16"
+    assert saved["profiles"]["float32"]["ratios"]["latency_ms"]["value"] > 0
+    assert "== category run: ok" in capsys.readouterr().out
