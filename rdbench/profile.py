@@ -32,16 +32,17 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
-from rdbench.device import AMP_DTYPES, device_name, resolve_device, synchronize
+from rdbench.device import AMP_DTYPES, check_amp, device_name, resolve_device, synchronize
 from rdbench.inference import cpu_micro_batch, fast_predict, prepare_for_inference
 from rdbench.memory import measure_peak_memory
-from rdbench.models.rd import build_rd_model
+from rdbench.models.rd import RDModel, build_rd_model
 
 __all__ = ["FIGURE_KEYS", "format_profile", "profile"]
 
@@ -106,6 +107,242 @@ def _epoch_times(run: Callable[[Callable[[int, float], None]], object], device: 
 
 
 # ------------------------------------------------------------------------------------------------ profile
+@dataclass
+class _Session:
+    """What every step of a profile shares: the device, the settings and both models."""
+    dev: torch.device
+    name: str  # the device's name, stamped on every figure
+    backbone: str
+    image_size: int
+    batch_size: int
+    weights: str
+    repeats: int
+    warmup: int
+    layers: tuple[int, ...]
+    sigma: float
+    amp: str | None
+    seed: int
+    options: dict  # prepare_for_inference's keyword arguments
+    model: RDModel  # as built (the training-time modules)
+    fast_model: RDModel  # prepared for inference
+    ref_model: torch.nn.Module | None  # the authors' model, or None without reference
+
+    @property
+    def cuda(self) -> bool:
+        return self.dev.type == "cuda"
+
+    @property
+    def what(self) -> str:
+        return f"{self.backbone} {self.image_size}x{self.image_size}, weights={self.weights}"
+
+
+def _inference_figures(s: _Session, fast: dict, ref: dict) -> None:
+    """Batch-1 latency (fast and reference interleaved), batch-N throughput, parameter memory."""
+    from rdbench.reference import reference_predict
+
+    g = torch.Generator().manual_seed(s.seed + 1)
+    x1 = torch.randn(1, 3, s.image_size, s.image_size, generator=g).to(s.dev)
+    xn = torch.randn(s.batch_size, 3, s.image_size, s.image_size, generator=g).to(s.dev)
+
+    def fast_one() -> None:
+        fast_predict(s.fast_model, x1, s.layers, s.sigma, s.amp).amax(dim=(1, 2)).cpu()
+
+    def ref_one() -> None:
+        reference_predict(s.ref_model, x1, s.layers, s.sigma).max()
+
+    def fast_batch() -> None:
+        fast_predict(s.fast_model, xn, s.layers, s.sigma, s.amp).amax(dim=(1, 2)).cpu()
+
+    for _ in range(s.warmup):
+        fast_one()
+        if s.ref_model is not None:
+            ref_one()
+    lat_fast, lat_ref = [], []
+    for _ in range(s.repeats):
+        lat_fast.append(_timed(fast_one, s.dev) * 1000)
+        if s.ref_model is not None:
+            lat_ref.append(_timed(ref_one, s.dev) * 1000)
+    for _ in range(s.warmup):
+        fast_batch()
+    thr_fast = [s.batch_size / _timed(fast_batch, s.dev) for _ in range(s.repeats)]
+
+    sync = "torch.cuda.synchronize before and after every timed call" if s.cuda else "wall clock"
+    micro = ""
+    if not s.cuda:
+        mb = cpu_micro_batch(s.fast_model, (s.image_size, s.image_size))
+        micro = f" (on the CPU in micro-batches of {mb}, see cpu_micro_batch)" if mb < s.batch_size else ""
+    fast["latency_ms"] = _figure(
+        _median(lat_fast), "ms/image",
+        f"one image (batch 1): teacher + OCBE + decoder, anomaly map, Gaussian, image score copied to the host; "
+        f"median of {s.repeats} after {s.warmup} warm-up; {s.what}; {sync}", s.name, lat_fast)
+    fast["throughput_ips"] = _figure(
+        _median(thr_fast), "images/s",
+        f"batch of {s.batch_size}: the same pipeline on a batch{micro}; images per second (batch size / median "
+        f"time of {s.repeats}); {s.what}", s.name, thr_fast)
+    fast["param_memory_mb"] = _figure(
+        _bytes_mb(s.model.parameters()), "MB",
+        "parameters held by the fast path: teacher stem + layer1-3, bottleneck (OCBE, incl. its unused "
+        "conv4/bn4 as in the authors' code) and decoder; buffers (BN statistics) excluded", s.name)
+    if s.ref_model is None:
+        return
+    ref["latency_ms"] = _figure(
+        _median(lat_ref), "ms/image",
+        f"the authors' per-image inference: full ResNet (layer4 computed), torch.no_grad, numpy float64 "
+        f"map sum, scipy gaussian_filter, np.max; median of {s.repeats}, interleaved with the fast runs; {s.what}",
+        s.name, lat_ref)
+    ref["throughput_ips"] = _figure(
+        1000.0 / _median(lat_ref), "images/s",
+        "the authors' evaluation runs batch size 1: images per second = 1 / per-image latency", s.name)
+    ref["param_memory_mb"] = _figure(
+        _bytes_mb(s.ref_model.parameters()), "MB",
+        "parameters held by the authors' model: the full torchvision ResNet (layer4 and fc included), "
+        "bottleneck and decoder; buffers excluded", s.name)
+
+
+def _agreement(s: _Session) -> dict | None:
+    """Fast maps vs reference maps of the same random image (float32, no amp)."""
+    if s.ref_model is None:
+        return None
+    from rdbench.reference import reference_predict
+
+    x = torch.randn(1, 3, s.image_size, s.image_size, generator=torch.Generator().manual_seed(s.seed + 2)).to(s.dev)
+    fm = fast_predict(s.fast_model, x, s.layers, s.sigma)
+    rm = reference_predict(s.ref_model, x, s.layers, s.sigma)
+    return {"max_abs_map_diff": float(np.abs(fm[0].double().cpu().numpy() - rm).max()),
+            "description": "largest |fast - reference| over the smoothed map of one random image "
+                           "(fast path in float32, without amp)"}
+
+
+def _amp_effect(s: _Session) -> dict | None:
+    """The amp maps and scores vs the float32 ones of the same prepared model, and float32's throughput."""
+    if s.amp is None:
+        return None
+    xn = torch.randn(s.batch_size, 3, s.image_size, s.image_size,
+                     generator=torch.Generator().manual_seed(s.seed + 3)).to(s.dev)
+    f32 = fast_predict(s.fast_model, xn, s.layers, s.sigma, None)
+    low = fast_predict(s.fast_model, xn, s.layers, s.sigma, s.amp)
+    span = float(f32.amax() - f32.amin()) or 1.0
+    s32, slow = f32.amax(dim=(1, 2)), low.amax(dim=(1, 2))
+    t32 = [_timed(lambda: fast_predict(s.fast_model, xn, s.layers, s.sigma, None).cpu(), s.dev)
+           for _ in range(s.repeats)]
+    return {
+        "amp": s.amp, "dtype": str(AMP_DTYPES[s.amp]),
+        "max_abs_map_diff": float((low - f32).abs().max()),
+        "max_abs_map_diff_relative_to_range": float((low - f32).abs().max()) / span,
+        "max_rel_score_diff": float(((slow - s32).abs() / s32.abs().clamp_min(1e-12)).max()),
+        "float32_throughput_ips": s.batch_size / _median(t32),
+        "description": f"batch of {s.batch_size} random images: {s.amp} autocast maps vs float32 maps of the same "
+                       f"prepared model (score = max of the map); float32_throughput_ips for comparison with "
+                       f"throughput_ips (which uses {s.amp})"}
+
+
+def _memory_figures(s: _Session, fast: dict, ref: dict, memory: bool) -> None:
+    """Peak memory of batch-1 inference: CUDA max_memory_allocated, or on CPU the RSS high-water mark of
+    fresh worker processes (rdbench.memory)."""
+    from rdbench.reference import reference_predict
+
+    modes = ("fast", "reference") if s.ref_model is not None else ("fast",)
+    if not memory:
+        for kind in modes:
+            d = fast if kind == "fast" else ref
+            d["peak_memory_mb"] = _figure(None, "MB", "peak memory of inference", s.name, note="memory=False")
+            d["process_peak_memory_mb"] = _figure(None, "MB", "peak memory of the whole process", s.name,
+                                                  note="memory=False")
+        return
+    if s.cuda:
+        x1 = torch.randn(1, 3, s.image_size, s.image_size, generator=torch.Generator().manual_seed(s.seed + 1))
+        x1 = x1.to(s.dev)
+        runs = {"fast": lambda: fast_predict(s.fast_model, x1, s.layers, s.sigma, s.amp).cpu(),
+                "reference": lambda: reference_predict(s.ref_model, x1, s.layers, s.sigma)}
+        for kind in modes:
+            runs[kind]()
+            synchronize(s.dev)
+            torch.cuda.reset_peak_memory_stats(s.dev)
+            runs[kind]()
+            synchronize(s.dev)
+            d = fast if kind == "fast" else ref
+            d["peak_memory_mb"] = _figure(
+                torch.cuda.max_memory_allocated(s.dev) / 2**20, "MB",
+                "torch.cuda.max_memory_allocated during one batch-1 inference after a warm-up (model weights "
+                "resident on the device included; caching-allocator reserve excluded)", s.name)
+            d["process_peak_memory_mb"] = _figure(None, "MB", "peak resident memory of the whole process", s.name,
+                                                  note="measured on CPU only")
+        return
+    workers = measure_peak_memory(s.backbone, s.image_size, modes, (1,), s.weights, s.layers, s.sigma, s.options,
+                                  s.amp)
+    for kind in modes:
+        r, d = workers[kind], (fast if kind == "fast" else ref)
+        d["peak_memory_mb"] = _figure(
+            r["peaks_mb"]["1"], "MB",
+            f"peak resident memory (RSS high-water mark, {r['method']}) of a fresh Python process during one "
+            f"batch-1 inference after a warm-up, the high-water mark reset just before it: the model, "
+            f"interpreter and libraries resident plus the inference's own allocations", s.name)
+        d["process_peak_memory_mb"] = _figure(
+            r["process_peak_mb"], "MB",
+            "peak resident memory of that whole fresh process: import, building the model (the fast path "
+            "builds the full ResNet once and drops layer4/fc), warm-up and inference", s.name)
+
+
+def _training_figures(s: _Session, fast: dict, ref: dict, train: bool, train_epochs: int | None) -> dict | None:
+    """Training images/s after the first epoch (rdbench.train with its feature cache vs the authors' loop);
+    returns the feature cache's facts."""
+    if not train:
+        for d in (fast, ref) if s.ref_model is not None else (fast,):
+            d["train_throughput_ips"] = _figure(None, "images/s", "training throughput", s.name, note="train=False")
+            d["train_first_epoch_ips"] = _figure(None, "images/s", "first training epoch", s.name,
+                                                 note="train=False")
+        return None
+    from rdbench.train import train as train_fast
+
+    epochs = train_epochs or (1 + s.repeats)
+    cfg = RunConfig(backbone=s.backbone, weights=s.weights, epochs=epochs, batch_size=s.batch_size,
+                    image_size=s.image_size, layers=s.layers, seed=s.seed, device=str(s.dev), amp=s.amp or "none")
+    data = _RandomImages(2 * s.batch_size, s.image_size, s.seed)
+    n = len(data)
+    torch.manual_seed(s.seed)
+    held = [build_rd_model(s.backbone, s.weights)]  # a list, so it can be freed before the reference trains
+    info: dict = {}
+
+    def run_fast(on_epoch):
+        info.update(train_fast(held[0], data, cfg, s.dev, progress=False, on_epoch=on_epoch).feature_cache)
+
+    times = _epoch_times(run_fast, s.dev)
+    held.clear()
+    rates = [n / t for t in times[1:]]
+    autocast_note = f", student under {s.amp} autocast" if s.amp else ""
+    fast["train_throughput_ips"] = _figure(
+        _median(rates) if rates else None, "images/s",
+        f"rdbench.train.train, epochs after the first (teacher features served by the feature cache): "
+        f"training images per second (student forward + backward + Adam step, batch {s.batch_size}"
+        f"{autocast_note}); median over {len(rates)} epochs of {n} random images; {s.what}", s.name, rates)
+    fast["train_first_epoch_ips"] = _figure(
+        n / times[0], "images/s", "the first epoch (teacher computed and cached; includes warm-up)", s.name)
+    if s.ref_model is not None:
+        from rdbench.reference import build_reference_model, reference_train
+
+        torch.manual_seed(s.seed)
+        rmodel = build_reference_model(s.backbone, s.weights)
+        rtimes = _epoch_times(lambda on_epoch: reference_train(rmodel, data, cfg.replace(amp="none"), s.dev,
+                                                               on_epoch), s.dev)
+        rrates = [n / t for t in rtimes[1:]]
+        ref["train_throughput_ips"] = _figure(
+            _median(rrates) if rrates else None, "images/s",
+            "the authors' loop, epochs after the first: full ResNet recomputed with autograd at every step "
+            "(back-propagating into the teacher), images stacked per batch, float32; images per second", s.name,
+            rrates)
+        ref["train_first_epoch_ips"] = _figure(n / rtimes[0], "images/s", "the first epoch (includes warm-up)",
+                                               s.name)
+    return info
+
+
+_RATIOS = {"latency_ms": ("lower", "per-image latency, fast / reference"),
+           "throughput_ips": ("higher", "images/s, fast at batch {batch} / reference (batch 1)"),
+           "peak_memory_mb": ("lower", "peak memory of batch-1 inference, fast / reference"),
+           "process_peak_memory_mb": ("lower", "peak memory of the whole inference process, fast / reference"),
+           "param_memory_mb": ("lower", "parameter memory, fast / reference"),
+           "train_throughput_ips": ("higher", "training images/s after the first epoch, fast / reference")}
+
+
 def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: str = "cpu", weights: str = "none",
             repeats: int | None = None, reference: bool = True, train: bool = True, memory: bool = True,
             channels_last: bool | None = None, fold_bn: bool = True, pixel_shuffle: bool = True,
@@ -122,218 +359,44 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     t_start = time.perf_counter()
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
-    name = device_name(dev)
+    amp = None if check_amp(amp, dev) == "none" else amp
     if repeats is None:
         repeats = 20 if cuda else 3
-    warmup = 3 if cuda else 1
     if channels_last is None:
         channels_last = not cuda
-    if amp == "none":
-        amp = None
-    notes_cuda = "torch.cuda.synchronize before and after every timed call" if cuda else "wall clock"
-
     torch.manual_seed(seed)
     model = build_rd_model(backbone, weights)
+    # prepacked convolutions run float32 only: with amp, the other rewrites are kept without them
     options = {"channels_last": channels_last, "fold_bn": fold_bn, "pixel_shuffle": pixel_shuffle,
                "prepack": False if amp else prepack}
     fast_model = prepare_for_inference(model, dev, **options)
     options["prepack"] = fast_model.rdbench_prepacked
     ref_model = None
     if reference:
-        from rdbench.reference import reference_model_from, reference_predict
+        from rdbench.reference import reference_model_from
 
-        ref_model = reference_model_from(model.to(dev))
-        ref_model.to(dev).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    x1 = torch.randn(1, 3, image_size, image_size, generator=g).to(dev)
-    xn = torch.randn(batch_size, 3, image_size, image_size, generator=g).to(dev)
-
-    def fast_one() -> None:
-        fast_predict(fast_model, x1, layers, sigma, amp).amax(dim=(1, 2)).cpu()
-
-    def ref_one() -> None:
-        reference_predict(ref_model, x1, layers, sigma).max()
-
-    def fast_batch() -> None:
-        fast_predict(fast_model, xn, layers, sigma, amp).amax(dim=(1, 2)).cpu()
-
-    # --- latency (batch 1), fast and reference interleaved
-    for _ in range(warmup):
-        fast_one()
-        if ref_model is not None:
-            ref_one()
-    lat_fast, lat_ref = [], []
-    for _ in range(repeats):
-        lat_fast.append(_timed(fast_one, dev) * 1000)
-        if ref_model is not None:
-            lat_ref.append(_timed(ref_one, dev) * 1000)
-    # --- throughput (batch N)
-    for _ in range(warmup):
-        fast_batch()
-    thr_fast = [batch_size / _timed(fast_batch, dev) for _ in range(repeats)]
+        ref_model = reference_model_from(model.to(dev)).to(dev).eval()
+    s = _Session(dev, device_name(dev), backbone, image_size, batch_size, weights, repeats, 3 if cuda else 1,
+                 tuple(layers), sigma, amp, seed, options, model, fast_model, ref_model)
 
     fast: dict = {}
     ref: dict = {}
-    micro = ""
-    if not cuda:
-        mb = cpu_micro_batch(fast_model, (image_size, image_size))
-        micro = f" (on the CPU in micro-batches of {mb}, see cpu_micro_batch)" if mb < batch_size else ""
-    what = f"{backbone} {image_size}x{image_size}, weights={weights}"
-    fast["latency_ms"] = _figure(
-        _median(lat_fast), "ms/image",
-        f"one image (batch 1): teacher + OCBE + decoder, anomaly map, Gaussian, image score copied to the host; "
-        f"median of {repeats} after {warmup} warm-up; {what}; {notes_cuda}", name, lat_fast)
-    fast["throughput_ips"] = _figure(
-        _median(thr_fast), "images/s",
-        f"batch of {batch_size}: the same pipeline on a batch{micro}; images per second (batch size / median "
-        f"time of {repeats}); {what}", name, thr_fast)
-    if ref_model is not None:
-        ref["latency_ms"] = _figure(
-            _median(lat_ref), "ms/image",
-            f"the authors' per-image inference: full ResNet (layer4 computed), torch.no_grad, numpy float64 "
-            f"map sum, scipy gaussian_filter, np.max; median of {repeats}, interleaved with the fast runs; {what}",
-            name, lat_ref)
-        ref["throughput_ips"] = _figure(
-            1000.0 / _median(lat_ref), "images/s",
-            "the authors' evaluation runs batch size 1: images per second = 1 / per-image latency", name)
-
-    # --- parameter memory
-    fast["param_memory_mb"] = _figure(
-        _bytes_mb(model.parameters()), "MB",
-        "parameters held by the fast path: teacher stem + layer1-3, bottleneck (OCBE, incl. its unused "
-        "conv4/bn4 as in the authors' code) and decoder; buffers (BN statistics) excluded", name)
-    if ref_model is not None:
-        ref["param_memory_mb"] = _figure(
-            _bytes_mb(ref_model.parameters()), "MB",
-            "parameters held by the authors' model: the full torchvision ResNet (layer4 and fc included), "
-            "bottleneck and decoder; buffers excluded", name)
-
-    # --- agreement and amp effect
-    agreement = None
-    if ref_model is not None:
-        fm = fast_predict(fast_model, x1, layers, sigma)
-        rm = reference_predict(ref_model, x1, layers, sigma)
-        agreement = {"max_abs_map_diff": float(np.abs(fm[0].double().cpu().numpy() - rm).max()),
-                     "description": "largest |fast - reference| over the smoothed map of one random image "
-                                    "(fast path in float32, without amp)"}
-    amp_effect = None
-    if amp is not None:
-        f32 = fast_predict(fast_model, xn, layers, sigma, None)
-        low = fast_predict(fast_model, xn, layers, sigma, amp)
-        span = float(f32.amax() - f32.amin()) or 1.0
-        s32, slow = f32.amax(dim=(1, 2)), low.amax(dim=(1, 2))
-        t32 = [_timed(lambda: fast_predict(fast_model, xn, layers, sigma, None).cpu(), dev) for _ in range(repeats)]
-        amp_effect = {
-            "amp": amp, "dtype": str(AMP_DTYPES[amp]),
-            "max_abs_map_diff": float((low - f32).abs().max()),
-            "max_abs_map_diff_relative_to_range": float((low - f32).abs().max()) / span,
-            "max_rel_score_diff": float(((slow - s32).abs() / s32.abs().clamp_min(1e-12)).max()),
-            "float32_throughput_ips": batch_size / _median(t32),
-            "description": f"batch of {batch_size} random images: {amp} autocast maps vs float32 maps of the same "
-                           f"prepared model (score = max of the map); float32_throughput_ips for comparison with "
-                           f"throughput_ips (which uses {amp})"}
-
-    # --- peak memory
-    fast_settings = {**options, "amp": amp, "inference_mode": True, "feature_cache": None}
-    modes = ("fast", "reference") if ref_model is not None else ("fast",)
-    workers = (measure_peak_memory(backbone, image_size, modes, (1,), weights, layers, sigma, options, amp)
-               if memory and not cuda else {})
-    for kind in modes:
-        d = fast if kind == "fast" else ref
-        if not memory:
-            d["peak_memory_mb"] = _figure(None, "MB", "peak memory of inference", name, note="memory=False")
-            d["process_peak_memory_mb"] = _figure(None, "MB", "peak memory of the whole process", name,
-                                                  note="memory=False")
-            continue
-        if cuda:
-            m, fn = (fast_model, fast_one) if kind == "fast" else (ref_model, ref_one)
-            m.to(dev)
-            fn()
-            synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-            fn()
-            synchronize(dev)
-            peak = torch.cuda.max_memory_allocated(dev) / 2**20
-            d["peak_memory_mb"] = _figure(
-                peak, "MB", "torch.cuda.max_memory_allocated during one batch-1 inference after a warm-up "
-                "(model weights resident on the device included; caching-allocator reserve excluded)", name)
-            d["process_peak_memory_mb"] = _figure(None, "MB", "peak resident memory of the whole process", name,
-                                                  note="measured on CPU only")
-        else:
-            r = workers[kind]
-            d["peak_memory_mb"] = _figure(
-                r["peaks_mb"]["1"], "MB",
-                f"peak resident memory (RSS high-water mark, {r['method']}) of a fresh Python process during one "
-                f"batch-1 inference after a warm-up, the high-water mark reset just before it: the model, "
-                f"interpreter and libraries resident plus the inference's own allocations", name)
-            d["process_peak_memory_mb"] = _figure(
-                r["process_peak_mb"], "MB",
-                "peak resident memory of that whole fresh process: import, building the model (the fast path "
-                "builds the full ResNet once and drops layer4/fc), warm-up and inference", name)
-
-    # --- training
-    if train:
-        from rdbench.train import train as train_fast
-
-        epochs = train_epochs or (1 + repeats)
-        cfg = RunConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
-                        image_size=image_size, layers=layers, seed=seed, device=str(dev), amp=amp or "none")
-        data = _RandomImages(2 * batch_size, image_size, seed)
-        torch.manual_seed(seed)
-        tmodel = build_rd_model(backbone, weights)
-        info: dict = {}
-
-        def run_fast(on_epoch):
-            info.update(train_fast(tmodel, data, cfg, dev, progress=False, on_epoch=on_epoch).feature_cache)
-
-        times = _epoch_times(run_fast, dev)
-        fast_settings["feature_cache"] = info
-        n = len(data)
-        fast["train_throughput_ips"] = _figure(
-            _median([n / t for t in times[1:]]) if len(times) > 1 else None, "images/s",
-            f"rdbench.train.train, epochs after the first (teacher features served by the feature cache): "
-            f"training images per second (student forward + backward + Adam step, batch {batch_size}"
-            f"{f', student under {amp} autocast' if amp else ''}); "
-            f"median over {len(times) - 1} epochs of {n} random images; {what}", name, [n / t for t in times[1:]])
-        fast["train_first_epoch_ips"] = _figure(
-            n / times[0], "images/s", "the first epoch (teacher computed and cached; includes warm-up)", name)
-        del tmodel
-        if ref_model is not None:
-            from rdbench.reference import build_reference_model, reference_train
-
-            torch.manual_seed(seed)
-            rmodel = build_reference_model(backbone, weights)
-            rtimes = _epoch_times(lambda on_epoch: reference_train(rmodel, data, cfg, dev, on_epoch), dev)
-            ref["train_throughput_ips"] = _figure(
-                _median([n / t for t in rtimes[1:]]) if len(rtimes) > 1 else None, "images/s",
-                "the authors' loop, epochs after the first: full ResNet recomputed with autograd at every step "
-                "(back-propagating into the teacher), images stacked per batch; images per second", name,
-                [n / t for t in rtimes[1:]])
-            ref["train_first_epoch_ips"] = _figure(n / rtimes[0], "images/s", "the first epoch (includes warm-up)",
-                                                   name)
-            del rmodel
-    else:
-        for d in (fast, ref) if ref_model is not None else (fast,):
-            d["train_throughput_ips"] = _figure(None, "images/s", "training throughput", name, note="train=False")
-            d["train_first_epoch_ips"] = _figure(None, "images/s", "first training epoch", name, note="train=False")
-
+    _inference_figures(s, fast, ref)
+    agreement, amp_effect = _agreement(s), _amp_effect(s)
+    _memory_figures(s, fast, ref, memory)
+    cache = _training_figures(s, fast, ref, train, train_epochs)
     ratios: dict = {}
     if ref_model is not None:
-        spec = {"latency_ms": ("lower", "per-image latency, fast / reference"),
-                "throughput_ips": ("higher", f"images/s, fast at batch {batch_size} / reference (batch 1)"),
-                "peak_memory_mb": ("lower", "peak memory of batch-1 inference, fast / reference"),
-                "process_peak_memory_mb": ("lower", "peak memory of the whole inference process, fast / reference"),
-                "param_memory_mb": ("lower", "parameter memory, fast / reference"),
-                "train_throughput_ips": ("higher", "training images/s after the first epoch, fast / reference")}
-        for key, (better, desc) in spec.items():
+        for key, (better, desc) in _RATIOS.items():
             a, b = fast[key]["value"], ref[key]["value"]
             ratios[key] = {"value": a / b if a is not None and b else None, "better": better,
-                           "description": desc}
+                           "description": desc.format(batch=batch_size)}
     return {"schema": SCHEMA, "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
             "weights": weights, "repeats": repeats,
-            "device": {"type": dev.type, "name": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "platform": platform.platform()},
-            "fast_settings": fast_settings, "fast": fast, "reference": ref if ref_model is not None else None,
+            "device": {"type": dev.type, "name": s.name, "torch": torch.__version__,
+                       "threads": torch.get_num_threads(), "platform": platform.platform()},
+            "fast_settings": {**options, "amp": amp, "inference_mode": True, "feature_cache": cache},
+            "fast": fast, "reference": ref if ref_model is not None else None,
             "ratios": ratios, "agreement": agreement, "amp_effect": amp_effect,
             "seconds": time.perf_counter() - t_start}
 
