@@ -425,6 +425,8 @@ def profile_cmd(
     memory: bool = typer.Option(True, help="measure peak memory (CPU: in fresh worker processes)"),
     amp: str = typer.Option("none", help="none | bf16 | fp16 (CUDA): autocast of the fast path; its effect on "
                                          "the maps is reported"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the fast path's networks (compiled "
+                                                          "during warm-up; no prepacked CPU convolutions)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Latency (batch 1), throughput, peak and parameter memory, training throughput; fast vs reference."""
@@ -444,7 +446,8 @@ def profile_cmd(
 
         check_amp(amp, resolve_device(device))
         result = profile(backbone, image_size=image_size, batch_size=batch_size, device=device, weights=weights,
-                         repeats=repeats, reference=reference, train=train, memory=memory, amp=amp)
+                         repeats=repeats, reference=reference, train=train, memory=memory, amp=amp,
+                         compile=compile)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=1) if as_json else format_profile(result))

@@ -12,7 +12,7 @@ Design (what the tests check):
   ``info()``). Partial caching would mix cached and recomputed images in one batch; it is not done.
 * Bit-identical to the uncached loop on CPU (same shuffling, same batches, same results). oneDNN's
   convolutions give the same bits for an image whatever the other images of a batch, for batches of two
-  images or more, but pick other kernels for a batch of one image (measured: torch 2.x, AVX2; last-bit
+  images or more, but pick other kernels for a batch of one image (measured: torch 2.x on the CI CPU; last-bit
   differences at small image sizes). So batches of one image are never served from nor written to the
   cache, and the first batch served from the cache is checked once against a fresh teacher pass; on a
   mismatch the cache is dropped and the loop recomputes (``exact=True``, the default on CPU). On CUDA

@@ -166,16 +166,20 @@ def prepack_convolutions(model: nn.Module) -> int:
 
 def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", channels_last: bool | None = None,
                           fold_bn: bool = True, inplace: bool = False, pixel_shuffle: bool = True,
-                          prepack: bool | None = None) -> RDModel:
+                          prepack: bool | None = None, compile: bool = False) -> RDModel:
     """An inference-only version of ``model`` on ``device`` (a copy unless ``inplace``: the training model is
     left as it is); its maps equal the unprepared model's within float rounding (~1e-6):
 
     * eval mode; ``fold_bn``: batch norms folded into the convolutions before them;
     * ``pixel_shuffle``: the decoder's 2x2 stride-2 transposed convolutions as 1x1 convolution + pixel shuffle;
     * ``channels_last`` (default: on CPU; on CUDA off unless asked, not measured here): NHWC weights;
-    * ``prepack`` (default: on CPU with channels_last when oneDNN is there): ``PackedConv2d`` everywhere.
+    * ``prepack`` (default: on CPU with channels_last when oneDNN is there, not with ``compile``):
+      ``PackedConv2d`` everywhere;
+    * ``compile``: ``torch.compile`` of the teacher, the bottleneck and the decoder, after the rewrites. Off
+      by default: on the CI CPU compiling resnet18 took 29 s and inference ran no faster than prepacked
+      eager; on CUDA it is measured by tests/benchmarks/gpu_check.py.
 
-    Measured (2-core AVX2 CPU, torch 2.14, wide_resnet50_2 256 px, per image, ratio to the authors'
+    Measured (the 2-core CI CPU, AVX-512 with bf16; torch 2.14, wide_resnet50_2 256 px, per image, ratio to the authors'
     procedure 0.57 s): batch 1: ``rdbench.evaluate.predict_maps`` 0.79 (no layer4, torch maps), +channels_last
     0.79, +fold 0.80, +pixel shuffle 0.82, +prepack 0.58 (prepack alone 0.63); batch 8: predict_maps 0.82,
     +channels_last 0.65, +fold 0.58, +pixel shuffle/prepack 0.59. resnet18 batch 1: 0.86, 0.78, 0.69,
@@ -192,18 +196,24 @@ def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", ch
     if pixel_shuffle:
         replace_deconvs(model)
     if prepack is None:
-        prepack = device.type == "cpu" and bool(channels_last) and _prepack_supported()
+        prepack = device.type == "cpu" and bool(channels_last) and _prepack_supported() and not compile
     if prepack:
         if device.type != "cpu" or not channels_last or not _prepack_supported():
             raise ValueError("prepack needs the CPU, channels_last and oneDNN (torch.backends.mkldnn)")
+        if compile:
+            raise ValueError("prepack and compile exclude each other: the packed weights are laid out at the "
+                             "first call, which torch.compile cannot trace")
         prepack_convolutions(model)  # before channels_last: the packed layers take the NCHW weights without a copy
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if compile:
+        for name in ("teacher", "bottleneck", "decoder"):
+            setattr(model, name, torch.compile(getattr(model, name)))
     model.rdbench_channels_last = bool(channels_last)
     model.rdbench_prepacked = bool(prepack)
+    model.rdbench_compiled = bool(compile)
     model.rdbench_inference_only = bool(fold_bn or prepack or pixel_shuffle)
     return model
-
 
 
 CPU_MICRO_BATCH_BYTES = 4 * 2**20

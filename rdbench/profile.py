@@ -346,7 +346,7 @@ _RATIOS = {"latency_ms": ("lower", "per-image latency, fast / reference"),
 def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: str = "cpu", weights: str = "none",
             repeats: int | None = None, reference: bool = True, train: bool = True, memory: bool = True,
             channels_last: bool | None = None, fold_bn: bool = True, pixel_shuffle: bool = True,
-            prepack: bool | None = None, amp: str | None = None,
+            prepack: bool | None = None, amp: str | None = None, compile: bool = False,
             layers: tuple[int, ...] = (1, 2, 3), sigma: float = 4.0, train_epochs: int | None = None,
             seed: int = 0) -> dict:
     """Profile inference and training of ``backbone`` at ``image_size`` on ``device`` (see the module
@@ -355,7 +355,8 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     ``train``: training throughput (an epoch of 2 batches of ``batch_size`` random images; 1 + repeats
     epochs, or ``train_epochs``; the first fills the feature cache and is reported on its own).
     ``memory``: peak memory (CPU: two fresh worker processes; CUDA: max_memory_allocated).
-    ``amp``: "bf16"/"fp16" autocast for the fast path; its effect on the maps is reported."""
+    ``amp``: "bf16"/"fp16" autocast for the fast path; its effect on the maps is reported. ``compile``:
+    torch.compile the prepared networks (compilation happens in the warm-up, outside the timed runs)."""
     t_start = time.perf_counter()
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -368,7 +369,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     model = build_rd_model(backbone, weights)
     # prepacked convolutions run float32 only: with amp, the other rewrites are kept without them
     options = {"channels_last": channels_last, "fold_bn": fold_bn, "pixel_shuffle": pixel_shuffle,
-               "prepack": False if amp else prepack}
+               "prepack": False if amp else prepack, "compile": compile}
     fast_model = prepare_for_inference(model, dev, **options)
     options["prepack"] = fast_model.rdbench_prepacked
     ref_model = None

@@ -21,7 +21,7 @@ def test_gpu_check_script_smoke_run_on_cpu(tmp_path, capsys):
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved["category_run"]["status"] == "ok" == result["category_run"]["status"]
     assert saved["category_run"]["timings"]["feature_cache"]["active"]
-    assert set(saved["profiles"]) == set(gpu_check.VARIANTS)
+    assert set(saved["profiles"]) == set(gpu_check.VARIANTS) - set(gpu_check.QUICK_SKIPS)
     for name, r in saved["profiles"].items():
         assert "error" not in r, (name, r)
         assert r["fast"]["throughput_ips"]["value"] > 0

@@ -115,3 +115,13 @@ def test_evaluation_scores_with_a_prepared_copy(tiny_mvtec):
     assert low.dtype == np.float32 and 0 < abs(low - plain).max() < 0.1 * (plain.max() - plain.min())
     with pytest.raises(ValueError, match="fp16 autocast is for CUDA"):
         collect_maps(model, test_set, (1, 2, 3), 4.0, torch.device("cpu"), amp="fp16")
+
+
+@pytest.mark.slow  # compiling takes ~20 s on a 2-core CPU
+def test_compiled_inference_equals_eager(model):
+    x = torch.randn(2, 3, 64, 64)
+    compiled = prepare_for_inference(model, "cpu", compile=True)
+    assert compiled.rdbench_compiled and not compiled.rdbench_prepacked
+    assert (fast_predict(compiled, x) - predict_maps(model, x, (1, 2, 3), 4.0)).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="exclude each other"):
+        prepare_for_inference(model, "cpu", prepack=True, compile=True)
