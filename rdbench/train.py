@@ -80,10 +80,12 @@ class _Batches:
 
 
 def _save_checkpoint(path: Path, model: RDModel, opt: torch.optim.Optimizer, epoch: int,
-                     result: TrainResult, generator: torch.Generator, config: RunConfig) -> None:
+                     result: TrainResult, generator: torch.Generator, config: RunConfig,
+                     scaler: torch.amp.GradScaler) -> None:
     state = {"kind": "resume", "epoch": epoch, "bottleneck": model.bottleneck.state_dict(),
              "decoder": model.decoder.state_dict(), "optimizer": opt.state_dict(), "loss_curve": result.loss_curve,
-             "generator": generator.get_state(), "config": config.to_dict(), "config_hash": config.hash()}
+             "generator": generator.get_state(), "config": config.to_dict(), "config_hash": config.hash(),
+             "scaler": scaler.state_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -129,10 +131,13 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     0: no cache); results are bit-identical to recomputing them on CPU (see rdbench.feature_cache).
 
     ``config.amp`` ("bf16"/"fp16") runs the student's forward pass under autocast; the teacher's features
-    (and so the cache) stay float32 and the loss is computed in float32."""
+    (and so the cache) stay float32 and the loss is computed in float32. fp16 adds dynamic loss scaling
+    (``torch.amp.GradScaler``), without which its small gradients underflow to zero; bf16 has float32's
+    exponent range and needs none."""
     amp = check_amp(config.amp, device)
     model.to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # a pass-through when disabled
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
     start_epoch = 0
@@ -141,6 +146,8 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         if state.get("kind") != "resume":
             raise TrainingError(f"{checkpoint} is not a resume checkpoint (it has no optimiser state)")
         opt.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         result.loss_curve = list(state["loss_curve"])
         start_epoch = result.resumed_from_epoch = state["epoch"]
@@ -166,8 +173,9 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
                 raise TrainingError(f"loss became {value} at epoch {epoch + 1}; lower --lr or check the "
                                     "input data", epoch=epoch + 1, loss_curve=result.loss_curve)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             total += value * idx.numel()
             count += idx.numel()
         mean = total / count
@@ -175,7 +183,7 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         result.images_seen += count
         bar.set_postfix(loss=f"{mean:.4f}")
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
-            _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config)
+            _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler)
             last_save = time.perf_counter()
         if on_epoch is not None:
             on_epoch(epoch + 1, mean)

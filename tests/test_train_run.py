@@ -242,3 +242,21 @@ def test_record_keeps_feature_cache_facts_and_its_budget(tiny_mvtec, tmp_path):
 def test_fp16_on_cpu_fails_before_training(tiny_mvtec, tmp_path):
     rec = run_one(_config(tiny_mvtec, amp="fp16"), tmp_path / "res", progress=False)
     assert rec["status"] == "failed" and "fp16 autocast is for CUDA" in rec["error"] and "loss_curve" not in rec
+
+
+def test_fp16_training_scales_the_loss(tiny_mvtec, tmp_path, monkeypatch):
+    # fp16 is for CUDA; CPU autocast can run it too, which lets this test reach the loss-scaling path here
+    for where in ("rdbench.train.check_amp", "rdbench.device.check_amp"):
+        monkeypatch.setattr(where, lambda amp, device=None: amp)
+    cfg = _config(tiny_mvtec, amp="fp16", epochs=2)
+    train_set, _ = get_protocol("mvtec").datasets(cfg)
+    torch.manual_seed(cfg.seed)
+    ckpt = tmp_path / "resume.pt"
+    fit = train(build_rd_model(cfg.backbone, cfg.weights), train_set, cfg, torch.device("cpu"), checkpoint=ckpt,
+                checkpoint_every_s=0, progress=False)
+    scaler = torch.load(ckpt, weights_only=True)["scaler"]
+    assert scaler["scale"] > 1 and scaler["_growth_tracker"] > 0  # the loss was scaled and no step skipped
+    torch.manual_seed(cfg.seed)
+    full = train(build_rd_model(cfg.backbone, cfg.weights), train_set, cfg.replace(amp="none"), torch.device("cpu"),
+                 progress=False)
+    np.testing.assert_allclose(fit.loss_curve, full.loss_curve, rtol=0.05)
