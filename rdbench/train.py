@@ -159,7 +159,10 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
                initial=start_epoch, total=config.epochs, leave=False)
     for epoch in bar:
         model.train()
-        total, count = 0.0, 0
+        # The epoch's loss is summed on the device (in float64: the same bits as summing Python floats) and
+        # read once per epoch: reading it at every step would make the CPU wait for the GPU at every step.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
         for idx in batches.epoch_indices(generator):
             t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, non_blocking=True))
             with autocast(device, amp):
@@ -168,17 +171,16 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
                 s = [x.float() for x in s]
             loss = distillation_loss(config.loss, select_layers(t, config.layers),
                                      select_layers(s, config.layers))
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(f"loss became {value} at epoch {epoch + 1}; lower --lr or check the "
-                                    "input data", epoch=epoch + 1, loss_curve=result.loss_curve)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            total += value * idx.numel()
+            total += loss.detach().double() * idx.numel()
             count += idx.numel()
-        mean = total / count
+        mean = float(total) / count
+        if not math.isfinite(mean):  # the epoch is not recorded and no checkpoint is written from it
+            raise TrainingError(f"loss became {mean} at epoch {epoch + 1}; lower --lr or check the input data",
+                                epoch=epoch + 1, loss_curve=result.loss_curve)
         result.loss_curve.append(mean)
         result.images_seen += count
         bar.set_postfix(loss=f"{mean:.4f}")
