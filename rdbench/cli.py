@@ -31,6 +31,13 @@ def _check_choice(name: str, value: str, valid) -> None:
         _fail(f"unknown {name} {value!r}; valid {name}s: {', '.join(valid)}")
 
 
+def _check_amp_here(amp: str, device: str) -> None:
+    """Fail before any work when ``amp`` cannot run on ``device`` as resolved on this machine (fp16 on a CPU)."""
+    from rdbench.device import check_amp, resolve_device
+
+    check_amp(amp, resolve_device(device))
+
+
 def _teacher_banner(weights_info: dict | None) -> str:
     if weights_info and weights_info.get("kind") == "random":
         return "RANDOM TEACHER (no ImageNet weights): numbers are not comparable with the paper"
@@ -90,6 +97,7 @@ def run(
                            seed=seed, device=device, max_train_images=max_train_images,
                            max_test_images=max_test_images, eval_protocol=eval_protocol, amp=amp,
                            feature_cache_gb=feature_cache_gb)
+        _check_amp_here(amp, device)
     except ValueError as exc:
         _fail(str(exc))
     try:
@@ -283,6 +291,11 @@ def reproduce(
     _check_choice("amp", amp, AMP_CHOICES)
     if feature_cache_gb is not None and feature_cache_gb < 0:
         _fail(f"--feature-cache-gb must be >= 0 (0 = no cache), got {feature_cache_gb}")
+    if executor == "local":  # Ray workers resolve the device on their own machines
+        try:
+            _check_amp_here(amp, device)
+        except ValueError as exc:
+            _fail(str(exc))
     del TABLES
     opts = GridOptions(data_root=str(data_root or ""), novelty_root=str(novelty_root or data_root or ""),
                        seeds=seeds, epochs=epochs, device=device, eval_protocol=eval_protocol, weights=weights,

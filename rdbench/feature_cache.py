@@ -136,7 +136,7 @@ class TeacherFeatureCache:
         idx = idx.reshape(-1).to(torch.long)
         one = idx.numel() < 2  # see the module docstring: batches of one image bypass the cache
         if self.active and not one and self.store is not None and bool(self.filled[idx].all()):
-            where = idx.to(self.device, non_blocking=True)  # no wait for the GPU's queue
+            where = idx.to(self.device, non_blocking=True)
             feats = [s.index_select(0, where).contiguous(memory_format=fmt)
                      for s, fmt in zip(self.store, self.formats)]
             if not self.verified:
@@ -152,7 +152,7 @@ class TeacherFeatureCache:
         feats = self._compute(images)
         self.computed += idx.numel()
         if self.active and not one and (self.store is not None or self._allocate(feats)):
-            where = idx.to(self.device, non_blocking=True)  # no wait for the GPU's queue
+            where = idx.to(self.device, non_blocking=True)
             for s, f in zip(self.store, feats):
                 s.index_copy_(0, where, f.detach())
             self.filled[idx] = True

@@ -14,6 +14,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -79,7 +80,9 @@ class PixelShuffleDeconv(nn.Module):
         cin, cout, kh, kw = deconv.weight.shape
         weight = deconv.weight.detach().permute(1, 2, 3, 0).reshape(cout * kh * kw, cin, 1, 1)
         bias = None if deconv.bias is None else deconv.bias.detach().repeat_interleave(kh * kw)
-        self.conv = nn.Conv2d(cin, cout * kh * kw, 1, bias=bias is not None).to(weight.device, weight.dtype)
+        # skip_init: no random initialisation, so preparing a model leaves torch's global generator alone
+        self.conv = skip_init(nn.Conv2d, cin, cout * kh * kw, 1, bias=bias is not None, device=weight.device,
+                              dtype=weight.dtype)
         with torch.no_grad():
             self.conv.weight.copy_(weight)
             if bias is not None:
@@ -208,7 +211,8 @@ def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", ch
         model.to(memory_format=torch.channels_last)
     if compile:
         for name in ("teacher", "bottleneck", "decoder"):
-            setattr(model, name, torch.compile(getattr(model, name)))
+            # dynamic=False: one graph per batch shape, each specialised (a run has two at most)
+            setattr(model, name, torch.compile(getattr(model, name), dynamic=False))
     model.rdbench_channels_last = bool(channels_last)
     model.rdbench_prepacked = bool(prepack)
     model.rdbench_compiled = bool(compile)

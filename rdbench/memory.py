@@ -118,7 +118,8 @@ def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] =
             raise ValueError(f"unknown mode {mode!r}; valid: fast, reference")
         spec = {"mode": mode, "backbone": backbone, "image_size": image_size, "batches": list(batches),
                 "weights": weights, "layers": list(layers), "sigma": sigma, "amp": amp,
-                "options": dict(options or ({"prepack": False} if amp else {})), "threads": torch.get_num_threads()}
+                "options": dict(options or ({"prepack": False} if amp not in (None, "none") else {})),
+                "threads": torch.get_num_threads()}
         procs[mode] = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True, env=env)
     results = {}

@@ -133,7 +133,8 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     ``config.amp`` ("bf16"/"fp16") runs the student's forward pass under autocast; the teacher's features
     (and so the cache) stay float32 and the loss is computed in float32. fp16 adds dynamic loss scaling
     (``torch.amp.GradScaler``), without which its small gradients underflow to zero; bf16 has float32's
-    exponent range and needs none."""
+    exponent range and needs none. A loss that is not finite fails the run at the end of its epoch (also
+    an fp16 overflow that the scaler would have skipped: a run is either float-clean or reported)."""
     amp = check_amp(config.amp, device)
     model.to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas)

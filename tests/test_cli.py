@@ -147,3 +147,12 @@ def test_run_and_reproduce_reject_unknown_amp(tiny_mvtec, tmp_path):
     assert res.exit_code == 2 and "valid amps: none, bf16, fp16" in res.output, res.output
     res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--feature-cache-gb", "-1", "--dry-run")
     assert res.exit_code == 2 and "--feature-cache-gb must be >= 0" in res.output, res.output
+
+
+def test_fp16_on_this_cpu_fails_before_any_work(tiny_mvtec, tmp_path):
+    res = _run("run", "--data-root", tiny_mvtec, "--category", "carpet", "--amp", "fp16", "--device", "cpu",
+               "--results", tmp_path)
+    assert res.exit_code == 2 and "fp16 autocast is for CUDA" in res.output and not (tmp_path / "runs").exists()
+    res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--amp", "fp16", "--device", "cpu",
+               "--dry-run")
+    assert res.exit_code == 2 and "fp16 autocast is for CUDA" in res.output

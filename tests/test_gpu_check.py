@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
@@ -28,3 +29,17 @@ def test_gpu_check_script_smoke_run_on_cpu(tmp_path, capsys):
     assert saved["profiles"]["bf16_channels_last"]["fast_settings"]["amp"] == "bf16"
     assert saved["profiles"]["float32"]["ratios"]["latency_ms"]["value"] > 0
     assert "== category run: ok" in capsys.readouterr().out
+
+
+def test_gpu_check_keeps_the_category_run_when_the_budget_is_spent(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        result = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path), "--budget-s", "0",
+                                 "--variants", "float32,bf16_channels_last"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result["category_run"]["status"] == "ok"
+    assert all("budget was spent" in r["error"] for r in result["profiles"].values())
+    assert list(result["profiles"]) == ["float32", "bf16_channels_last"]
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--quick", "--variants", "float64"])

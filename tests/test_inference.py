@@ -27,10 +27,30 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def randomise_batchnorm(model: nn.Module, seed: int) -> nn.Module:
+    """Trained-looking batch norms (a fresh model's are identities: a wrong fold would go unseen)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(0.2 * torch.randn(n, generator=g))
+    return model
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_rd_model("resnet18", "none").eval()
+    return randomise_batchnorm(build_rd_model("resnet18", "none"), 1).eval()
+
+
+def test_preparing_draws_no_random_numbers(model):
+    state = torch.get_rng_state()
+    prepare_for_inference(model, "cpu")
+    assert torch.equal(state, torch.get_rng_state())  # evaluating a run leaves the caller's random stream alone
 
 
 def test_prepare_for_inference_works_on_a_copy(model):
@@ -100,7 +120,7 @@ def test_evaluation_scores_with_a_prepared_copy(tiny_mvtec):
     from rdbench.evaluate import collect_maps
 
     torch.manual_seed(2)
-    model = build_rd_model("resnet18", "none")
+    model = randomise_batchnorm(build_rd_model("resnet18", "none"), 2)
     model.train()
     test_set = MVTecTest(tiny_mvtec, "carpet", 64)
     # batch 3 over 4 images: the packed weights are laid out for the first batch and reused for the last

@@ -214,3 +214,15 @@ def test_odd_records_cost_a_figure_not_the_report(tmp_path):
     assert "metric curves not drawn" in html and "without config/config_hash: " in html and "r2.json" in html
     assert _row(html, "table1", "wood") == "\u2014 99.2 \u2014 98.8"  # NaN and no metrics: missing, not 0
     assert 'id="galleries"' in html and "No run recorded a gallery" in html
+
+
+def test_sweeps_of_the_same_runs_make_one_table(tmp_path):
+    import dataclasses
+
+    root = make_results(tmp_path / "results")
+    # the same grid again from another machine with another cache budget: the same runs, so the same table
+    save_sweep(root, [get_table("1")], dataclasses.replace(OPTS, device="cuda", feature_cache_gb=2.0))
+    save_sweep(root, [get_table("1")], dataclasses.replace(OPTS, amp="bf16"))  # other runs: a table of its own
+    html = render_report(root, tmp_path / "out").read_text(encoding="utf-8")
+    assert 'id="table1"' in html and 'id="table1_2"' in html and 'id="table1_3"' not in html
+    assert "amp bf16" in _text(html.split('id="table1_2"')[1])[:3000]

@@ -48,8 +48,17 @@ def test_same_seed_same_metrics_bit_for_bit(tiny_mvtec, tmp_path):
     assert c["loss_curve"] != a["loss_curve"]
 
 
-def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path):
-    cfg = _config(tiny_mvtec, epochs=3)
+def _allow_fp16_on_cpu(monkeypatch):
+    # fp16 is for CUDA; CPU autocast can run it too, which lets tests reach the loss-scaling path here
+    for where in ("rdbench.train.check_amp", "rdbench.device.check_amp"):
+        monkeypatch.setattr(where, lambda amp, device=None: amp)
+
+
+@pytest.mark.parametrize("amp", ["none", "fp16"])
+def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path, monkeypatch, amp):
+    if amp == "fp16":
+        _allow_fp16_on_cpu(monkeypatch)
+    cfg = _config(tiny_mvtec, epochs=3, amp=amp)
     protocol = get_protocol("mvtec")
     train_set, _ = protocol.datasets(cfg)
 
@@ -58,7 +67,9 @@ def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path):
         return build_rd_model(cfg.backbone, cfg.weights)
 
     full = fresh()
-    ref = train(full, train_set, cfg, torch.device("cpu"), progress=False)
+    full_ckpt = tmp_path / "full.pt"
+    ref = train(full, train_set, cfg, torch.device("cpu"), checkpoint=full_ckpt, progress=False,
+                checkpoint_every_s=0)
     ckpt = tmp_path / "ck.pt"
     part = fresh()
 
@@ -79,6 +90,9 @@ def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path):
     assert res.loss_curve == ref.loss_curve
     for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
         assert torch.equal(a, b)
+    # the loss scaler's state (scale, steps since its last change) continues too
+    scaler, full_scaler = (torch.load(p, weights_only=True)["scaler"] for p in (ckpt, full_ckpt))
+    assert scaler == full_scaler and (amp == "none") == (scaler == {})
 
 
 def test_training_reduces_loss(tiny_mvtec):
@@ -245,9 +259,7 @@ def test_fp16_on_cpu_fails_before_training(tiny_mvtec, tmp_path):
 
 
 def test_fp16_training_scales_the_loss(tiny_mvtec, tmp_path, monkeypatch):
-    # fp16 is for CUDA; CPU autocast can run it too, which lets this test reach the loss-scaling path here
-    for where in ("rdbench.train.check_amp", "rdbench.device.check_amp"):
-        monkeypatch.setattr(where, lambda amp, device=None: amp)
+    _allow_fp16_on_cpu(monkeypatch)
     cfg = _config(tiny_mvtec, amp="fp16", epochs=2)
     train_set, _ = get_protocol("mvtec").datasets(cfg)
     torch.manual_seed(cfg.seed)

@@ -125,7 +125,7 @@ def describe_options(o: GridOptions) -> str:
         if getattr(o, name) is not None:
             parts.append(f"{name.replace('_', ' ')} {getattr(o, name)}")
     default = GridOptions()
-    for name in ("caltech_split_seed", "caltech_test_fraction"):  # Table 4's Caltech split, when not the default
+    for name in ("caltech_split_seed", "caltech_test_fraction", "amp"):  # when not the default
         if getattr(o, name, None) is not None and getattr(o, name) != getattr(default, name, None):
             parts.append(f"{name.replace('_', ' ')} {getattr(o, name)}")
     return "; ".join(parts)
@@ -188,10 +188,18 @@ def table_views(records: list[dict], sweeps: list[tuple[str, GridOptions]], warn
                          f"{', '.join(skipped)}.")
     views: list[TableView] = []
     seen: Counter = Counter()
+    grids: set = set()
     for table, opts in plan:
-        seen[table.key] += 1
-        slug = f"table{table.key}" + (f"_{seen[table.key]}" if seen[table.key] > 1 else "")
         try:
+            # sweeps that differ only in settings that do not change the runs (device, cache budget) lay out
+            # the same records in the same cells: one table, not two
+            grid = (table.key, opts.eval_protocol, frozenset((g.row, g.column, g.config.hash())
+                                                             for g in table.grid(opts)))
+            if grid in grids:
+                continue
+            grids.add(grid)
+            seen[table.key] += 1
+            slug = f"table{table.key}" + (f"_{seen[table.key]}" if seen[table.key] > 1 else "")
             views.append(_view(slug, table, opts, records, "final"))
             if opts.eval_protocol == "paper" and table.key != "3":
                 views.append(_view(slug + "_best", table, opts, records, "best"))
