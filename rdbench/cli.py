@@ -441,6 +441,8 @@ def profile_cmd(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the fast path's networks (compiled "
                                                           "during warm-up; no prepacked CPU convolutions)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    results: Path = typer.Option(None, help="also save the result (with provenance) to <results>/profiles, where "
+                                            "rdbench report shows it beside Table 3"),
 ) -> None:
     """Latency (batch 1), throughput, peak and parameter memory, training throughput; fast vs reference."""
     from rdbench.models.backbones import BACKBONES
@@ -454,6 +456,13 @@ def profile_cmd(
         _fail(f"--batch-size must be >= 1, got {batch_size}")
     if repeats is not None and repeats < 1:
         _fail(f"--repeats must be >= 1, got {repeats}")
+    if results is not None:  # before minutes of measuring, not after
+        from rdbench.records import check_writable
+
+        try:
+            check_writable(results / "profiles")
+        except OSError as exc:
+            _fail(str(exc))
     try:
         from rdbench.device import check_amp, resolve_device
 
@@ -464,3 +473,11 @@ def profile_cmd(
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=1) if as_json else format_profile(result))
+    if results is not None:
+        from rdbench.profile import save_profile
+
+        try:
+            path = save_profile(result, results)
+        except OSError as exc:
+            _fail(f"{exc} (the profile is printed above)")
+        typer.echo(f"saved: {path}", err=as_json)

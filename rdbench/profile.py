@@ -33,6 +33,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,7 +46,7 @@ from rdbench.inference import cpu_micro_batch, fast_predict, prepare_for_inferen
 from rdbench.memory import measure_peak_memory
 from rdbench.models.rd import RDModel, build_rd_model
 
-__all__ = ["FIGURE_KEYS", "format_profile", "profile"]
+__all__ = ["FIGURE_KEYS", "format_profile", "profile", "save_profile"]
 
 SCHEMA = "rdbench.profile/1"
 FIGURE_KEYS = ("latency_ms", "throughput_ips", "peak_memory_mb", "process_peak_memory_mb", "param_memory_mb",
@@ -400,6 +402,19 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
             "fast": fast, "reference": ref if ref_model is not None else None,
             "ratios": ratios, "agreement": agreement, "amp_effect": amp_effect,
             "seconds": time.perf_counter() - t_start}
+
+
+def save_profile(result: dict, results_dir: Path | str) -> Path:
+    """Write ``result`` with its provenance (git commit, versions, device) to
+    ``<results_dir>/profiles/<backbone>_<size>px_<device>_<UTC time>.json``, where ``rdbench report`` shows it
+    beside Table 3. Atomic, like run records."""
+    from rdbench.records import environment, write_record
+
+    stamp = datetime.now(timezone.utc)
+    dev = torch.device(result["device"]["type"])
+    saved = {**result, "saved": stamp.isoformat(timespec="seconds"), "environment": environment(dev)}
+    name = f"{result['backbone']}_{result['image_size']}px_{dev.type}_{stamp.strftime('%Y%m%dT%H%M%S')}.json"
+    return write_record(saved, Path(results_dir) / "profiles" / name)
 
 
 def format_profile(result: dict) -> str:

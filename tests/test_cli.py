@@ -156,3 +156,30 @@ def test_fp16_on_this_cpu_fails_before_any_work(tiny_mvtec, tmp_path):
     res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--amp", "fp16", "--device", "cpu",
                "--dry-run")
     assert res.exit_code == 2 and "fp16 autocast is for CUDA" in res.output
+
+
+def test_profile_saved_with_provenance_and_shown_in_the_report(tmp_path):
+    res = runner.invoke(app, ["profile", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2",
+                              "--no-train", "--no-memory", "--repeats", "1", "--results", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    saved = list((tmp_path / "profiles").glob("resnet18_64px_cpu_*.json"))
+    assert len(saved) == 1 and f"saved: {saved[0]}" in res.output
+    d = json.loads(saved[0].read_text())
+    assert d["schema"] == "rdbench.profile/1" and d["saved"] and {"commit", "torch", "device_name"} <= set(
+        d["environment"])
+    (tmp_path / "profiles" / "zz_broken.json").write_text("{not json")
+    res = _run("report", "--results", tmp_path, "--out", tmp_path / "report")
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "report" / "index.html").read_text()
+    speed = html.split('id="speed"')[1].split("</section>")[0]
+    assert "resnet18 64 px, batch 2" in speed and "latency_ms" in speed and "310 ms per image" in speed
+    ratio = d["ratios"]["latency_ms"]["value"]
+    assert f"{ratio:.2f}x" in speed  # the fast/reference ratio, as measured
+    assert "zz_broken.json" in html.split('id="warnings"')[1]
+
+
+def test_profile_refuses_an_unwritable_results_folder_before_measuring(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    res = _run("profile", "--backbone", "resnet18", "--image-size", "64", "--results", blocked)
+    assert res.exit_code == 2 and "cannot write" in res.output and "latency" not in res.output

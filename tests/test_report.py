@@ -26,6 +26,22 @@ ENV = {"python": "3.11.7", "torch": "2.3.0", "torchvision": "0.18.0", "cuda": No
        "dirty": False, "device": "cpu", "device_name": "x86_64", "rdbench": "0.1.0"}
 
 
+def _fig(value, unit):
+    return {"value": value, "unit": unit, "description": f"what {unit} measures", "device": "x86_64"}
+
+
+PROFILE = {  # the shape of rdbench.profile.save_profile's file, with made-up numbers
+    "schema": "rdbench.profile/1", "backbone": "wide_resnet50_2", "image_size": 256, "batch_size": 8,
+    "weights": "none", "repeats": 3, "saved": "2026-11-29T00:00:00+00:00", "environment": ENV,
+    "device": {"type": "cpu", "name": "x86_64", "torch": "2.3.0", "threads": 2},
+    "fast_settings": {"channels_last": True, "fold_bn": True, "amp": None, "feature_cache": {"active": True}},
+    "fast": {"latency_ms": _fig(297.3, "ms/image"), "peak_memory_mb": _fig(1461.8, "MB"),
+             "train_throughput_ips": {**_fig(None, "images/s"), "note": "train=False"}},
+    "reference": {"latency_ms": _fig(500.0, "ms/image"), "peak_memory_mb": _fig(1508.6, "MB")},
+    "ratios": {"latency_ms": {"value": 0.5946}, "peak_memory_mb": {"value": 0.969}},
+    "agreement": {"max_abs_map_diff": 7.4e-7}, "amp_effect": None}
+
+
 def _gallery(rng: np.random.Generator) -> list[dict]:
     img = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
     heat = np.tile(np.linspace(0, 255, 128, dtype=np.uint8), (128, 1))
@@ -78,6 +94,7 @@ def make_results(root: Path) -> Path:
     for i, rec in enumerate(recs):
         write_record(rec, root / "runs" / f"run{i:02d}_{rec['config_hash']}.json")
     (root / "runs" / "broken_record.json").write_text('{"config": {"protocol": "mvt')  # a crash mid-write
+    write_record(PROFILE, root / "profiles" / "wide_resnet50_2_256px_cpu_20261129T000000.json")
     save_sweep(root, [get_table(k) for k in ("1", "2", "3")], OPTS)
     save_sweep(root, [get_table("5")], PAPER_OPTS)
     return root
@@ -158,6 +175,16 @@ def test_warnings_runs_and_provenance(report):
     for fact in ("abc123def456", "python 3.11.7", "torch 2.3.0", "x86_64 (cpu)", "imagenet: IMAGENET1K_V1",
                  "random: none", "111, 112", "pro_rd4ad", "Precision runs float32 6 bf16 1"):
         assert fact in prov, fact
+
+
+def test_speed_section_shows_saved_profiles(report):
+    _, html, _ = report
+    speed = _text(html.split('id="speed"')[1].split("</section>")[0])
+    for fact in ("wide_resnet50_2 256 px, batch 8", "latency_ms 297.3 500.0 0.59x ms/image",
+                 "peak_memory_mb 1,461.8 1,508.6 0.97x MB", "train=False", "commit abc123def456",
+                 "7.40e-07", "310 ms per image, 352 MB"):
+        assert fact in speed, fact
+    assert 'href="#speed"' in html.split('id="table3"')[1]  # Table 3 points to it
 
 
 def test_figures_embedded(report):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rdbench import __version__
 from rdbench.report import figures
+from rdbench.report.profiles import load_profiles, profile_views
 from rdbench.tables import Cell, GridOptions, PaperTable, all_tables, cells_frame, get_table, paper_numbers
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -363,6 +364,7 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, sweeps, warn = load(results_dir)
+    speed = profile_views(load_profiles(results_dir, warn))
     views, table_notes = table_views(records, sweeps, warn) if (records or sweeps) else ([], [])
     hist = _figure("score histograms", figures.score_histograms, records, warn)
     loss = _figure("loss curves", figures.loss_curves, records, warn)
@@ -376,7 +378,7 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
         records=records, n_ok=sum(r.get("status") == "ok" for r in records), views=views, table_notes=table_notes,
         warnings=warn + _warnings_about(records), hist=hist, loss=loss, curves=curves,
         galleries=figures.galleries(records), colorbar=figures.colorbar_css(), metric_names=metric_names, runs=runs,
-        prov=provenance(records), pro_note=PRO_NOTE, n_sweeps=len(sweeps))
+        prov=provenance(records), pro_note=PRO_NOTE, n_sweeps=len(sweeps), speed=speed)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables_dir = out_dir / "tables"
     tables_dir.mkdir(exist_ok=True)
