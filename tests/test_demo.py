@@ -34,6 +34,11 @@ def test_demo_finds_synthetic_defects(tmp_path, monkeypatch):
     for line in ("brick", "gravel", "nut", "mean"):
         assert line in res.output
     assert (tmp_path / "demo" / "report" / "index.html").is_file() and "report:" in res.output
+    # the demo's profile (fast path vs the authors' procedure) is saved and shown in the report
+    assert len(list((tmp_path / "demo" / "profiles").glob("resnet18_128px_*.json"))) == 1
+    assert "profile: latency" in res.output
+    html = (tmp_path / "demo" / "report" / "index.html").read_text()
+    assert "resnet18 128 px, batch 8" in html.split('id="speed"')[1].split("</section>")[0]
     # the committed baseline: a change that silently lowers the demo's accuracy fails here
     rows = check(BASELINES / "demo.json", tmp_path / "demo")
     print(format_rows(rows))
