@@ -9,9 +9,12 @@ from rdbench.config import RunConfig
 from rdbench.protocol import get_protocol
 from rdbench.tables import MVTEC_TRAIN_COUNTS, GridOptions, PaperTable, format_table
 
-# Rough training cost, seconds per image per epoch at 256 px (forward + backward), measured order of
-# magnitude on a 2-core x86 CPU; a GPU divides it by ~300. For --dry-run estimates only.
-CPU_S_PER_IMAGE_256 = {"resnet18": 0.15, "resnet34": 0.25, "resnet50": 0.6, "wide_resnet50_2": 1.2}
+# Training cost, seconds per image per epoch at 256 px, batch 16, teacher features cached (every epoch
+# after the first): `rdbench profile --batch-size 16` on the 2-core CI CPU (torch 2.14) measured 0.105,
+# 0.185, 0.50 and 1.0; rounded up a little for the first epoch and evaluation. bf16 (--amp) halved it for
+# wide_resnet50_2 there. A GPU divides it by ~300 (a guess until tests/benchmarks/gpu_check.py has run on
+# one). For --dry-run estimates only.
+CPU_S_PER_IMAGE_256 = {"resnet18": 0.12, "resnet34": 0.2, "resnet50": 0.55, "wide_resnet50_2": 1.1}
 GPU_SPEEDUP = 300.0
 NOVELTY_TRAIN_COUNTS = {"mnist": 6000, "fashionmnist": 6000, "cifar10": 5000, "caltech256": 120}
 
