@@ -172,7 +172,7 @@ def test_profile_saved_with_provenance_and_shown_in_the_report(tmp_path):
     assert res.exit_code == 0, res.output
     html = (tmp_path / "report" / "index.html").read_text()
     speed = html.split('id="speed"')[1].split("</section>")[0]
-    assert "resnet18 64 px, batch 2" in speed and "latency_ms" in speed and "310 ms per image" in speed
+    assert "resnet18 64 px, batch 2" in speed and "latency_ms" in speed and "310 ms per image and 352 MB" in speed
     ratio = d["ratios"]["latency_ms"]["value"]
     assert f"{ratio:.2f}x" in speed  # the fast/reference ratio, as measured
     assert "zz_broken.json" in html.split('id="warnings"')[1]

@@ -182,7 +182,7 @@ def test_speed_section_shows_saved_profiles(report):
     speed = _text(html.split('id="speed"')[1].split("</section>")[0])
     for fact in ("wide_resnet50_2 256 px, batch 8", "latency_ms 297.3 500.0 0.59x ms/image",
                  "peak_memory_mb 1,461.8 1,508.6 0.97x MB", "train=False", "commit abc123def456",
-                 "7.40e-07", "310 ms per image, 352 MB"):
+                 "7.40e-07", "310 ms per image and 352 MB"):
         assert fact in speed, fact
     assert 'href="#speed"' in html.split('id="table3"')[1]  # Table 3 points to it
 
