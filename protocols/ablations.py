@@ -3,8 +3,9 @@ categories; the paper reports the mean over categories of image AUROC, pixel AUR
 
 from __future__ import annotations
 
-from protocols.mvtec import mvtec_config
-from rdbench.tables import MVTEC_ALL, GridOptions, GridRun, PaperTable, limit, paper_numbers, register_table
+from rdbench.bench.tables import MVTEC_ALL, GridOptions, GridRun, PaperTable, limit, paper_numbers, register_table
+
+from .mvtec import mvtec_config
 
 MEAN_ROW = "mean"
 # record metric -> row name in paper_tables.json (PRO: the authors' per-image definition)

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, Subset
 
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import DatasetError, MVTecTest, MVTecTrain, check_category
-from rdbench.protocol import Protocol, register_protocol
+from rdbench.engine.protocol import Protocol, register_protocol
 
 
 @register_protocol

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
 from rdbench.data.novelty import NOVELTY_DATASETS, NoveltyTest, NoveltyTrain, check_novelty_data, novelty_classes
-from rdbench.protocol import PROTOCOLS, Protocol
+from rdbench.engine.protocol import PROTOCOLS, Protocol
 
 # The paper is silent on these; chosen here and listed in docs/parity.md.
 NOVELTY_DEFAULTS = {"image_size": 32,  # the authors' data helper resizes to 32x32
@@ -54,7 +54,7 @@ class NoveltyProtocol(Protocol):
         return train, test
 
     def evaluate(self, model, test_set: Dataset, config: RunConfig, device, keep_maps: bool = False):
-        from rdbench.evaluate import evaluate_novelty
+        from rdbench.engine.evaluate import evaluate_novelty
 
         return evaluate_novelty(model, test_set, config.layers, config.gaussian_sigma, device,
                                 config.eval_batch_size, keep_maps=keep_maps, amp=config.amp)

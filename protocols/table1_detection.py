@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from protocols.mvtec import mvtec_config
-from rdbench.tables import (
+from rdbench.bench.tables import (
     MVTEC_ALL,
     MVTEC_OBJECTS,
     MVTEC_TEXTURES,
@@ -14,6 +13,8 @@ from rdbench.tables import (
     paper_numbers,
     register_table,
 )
+
+from .mvtec import mvtec_config
 
 COLUMNS = {"RD": 256, "RD@128": 128}
 AVERAGES = {"textures_average": MVTEC_TEXTURES, "objects_average": MVTEC_OBJECTS, "total_average": MVTEC_ALL}

@@ -7,8 +7,9 @@ The paper's PRO comes from the authors' code, i.e. the per-image 200-threshold d
 
 from __future__ import annotations
 
-from protocols.table1_detection import MVTecTable
-from rdbench.tables import paper_numbers, register_table
+from rdbench.bench.tables import paper_numbers, register_table
+
+from .table1_detection import MVTecTable
 
 PAPER_METRIC = {"pixel_auroc": "pixel_auroc", "pro_rd4ad": "pro"}
 

@@ -8,8 +8,9 @@ The paper measured on an Intel i7 CPU.
 
 from __future__ import annotations
 
-from protocols.mvtec import mvtec_config
-from rdbench.tables import MVTEC_ALL, GridOptions, GridRun, PaperTable, limit, paper_numbers, register_table
+from rdbench.bench.tables import MVTEC_ALL, GridOptions, GridRun, PaperTable, limit, paper_numbers, register_table
+
+from .mvtec import mvtec_config
 
 ROW = "RD (WResNet50)"
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protocols.novelty import NOVELTY_DEFAULTS
+from rdbench.bench.tables import GridOptions, GridRun, PaperTable, paper_numbers, register_table
 from rdbench.config import RunConfig
 from rdbench.data.novelty import caltech_default_classes
-from rdbench.tables import GridOptions, GridRun, PaperTable, paper_numbers, register_table
+
+from .novelty import NOVELTY_DEFAULTS
 
 COLUMNS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "cifar10": "CIFAR10", "caltech256": "Caltech-256"}
 MEAN_ROW = "RD"

@@ -1,3 +1,3 @@
-from rdbench.cli import app
+from rdbench.cli.app import app
 
 app(prog_name="rdbench")

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-AMP_CHOICES = ("none", "bf16", "fp16")  # RunConfig.amp; the dtypes are in rdbench.device
+AMP_CHOICES = ("none", "bf16", "fp16")  # RunConfig.amp; the dtypes are in rdbench.engine.device
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class RunConfig:
     # float32 like the authors; "bf16" (CPU or CUDA) / "fp16" (CUDA) are faster and change the metrics
     # slightly (measured in ``rdbench profile --amp``), so they are part of the hash.
     amp: str = "none"
-    # Memory for the teacher-feature cache of training, GiB; None = rdbench.feature_cache.default_budget,
+    # Memory for the teacher-feature cache of training, GiB; None = rdbench.engine.feature_cache.default_budget,
     # 0 = off. Not part of the hash: on CPU the cache is bit-identical, on CUDA within float rounding.
     feature_cache_gb: float | None = None
     extra: dict = field(default_factory=dict)  # protocol-specific settings, part of the hash

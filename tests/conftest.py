@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from rdbench.registry import load_plugins
+
+# The paper's protocols and tables register from above (their entry point), as the CLI does at start.
+load_plugins()
 
 # Contents of the tiny_mvtec tree (per category: 4 train, 2 good + 2 defective test images, 32x32):
 TINY_CATEGORIES: tuple[str, ...] = ("carpet", "bottle")
@@ -58,3 +64,14 @@ def tiny_mvtec(tmp_path: Path) -> Path:
     TINY_* constants in tests/conftest.py.
     """
     return write_tiny_mvtec(tmp_path / "mvtec")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    other processes share this machine's few cores, and with one thread a step cannot stall on an OpenMP
+    barrier waiting for a descheduled thread (seconds per step when the CPU is oversubscribed)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

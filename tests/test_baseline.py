@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rdbench.baseline import cell_key, check, save_baseline
-from rdbench.cli import app
+from rdbench.bench.baseline import cell_key, check, save_baseline
+from rdbench.cli.app import app
 from rdbench.config import RunConfig
-from rdbench.records import record_path, write_record
+from rdbench.records.store import record_path, write_record
 
 runner = CliRunner()
 

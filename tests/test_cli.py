@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rdbench.cli import app
+from rdbench.cli.app import app
 
 runner = CliRunner()
 OFFICIAL = Path(__file__).parent / "data" / "official_fingerprints.json"

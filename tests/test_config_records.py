@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rdbench.config import RunConfig
-from rdbench.records import read_records, record_filename, write_record
+from rdbench.records.store import read_records, record_filename, write_record
 
 
 def test_hash_stable_and_ignores_device():
@@ -100,7 +100,7 @@ def test_records_are_world_readable(tmp_path):
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x", "banana"])
 def test_bad_device_names(name):
-    from rdbench.device import resolve_device
+    from rdbench.engine.device import resolve_device
 
     with pytest.raises(ValueError, match="cpu"):
         resolve_device(name)

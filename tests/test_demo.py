@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rdbench.baseline import check, format_rows
-from rdbench.cli import app
+from rdbench.bench.baseline import check, format_rows
+from rdbench.cli.app import app
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 

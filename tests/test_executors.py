@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import rdbench.executors as ex
+import rdbench.bench.executors as ex
 from rdbench.config import RunConfig
-from rdbench.records import new_record, record_path, write_record
+from rdbench.records.store import new_record, record_path, write_record
 
 
 def _config(root, **kw) -> RunConfig:
@@ -115,7 +115,7 @@ def test_ray_is_imported_lazily_with_install_hint(tmp_path, monkeypatch):
     tree = ast.parse(Path(ex.__file__).read_text())
     top_level = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
     top_level |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
-    assert "ray" not in top_level  # importing rdbench.executors must work without ray installed
+    assert "ray" not in top_level  # importing rdbench.bench.executors must work without ray installed
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(ImportError, match=r"pip install 'ray\[default\]'"):
         ex.run_configs([_config("/d")], tmp_path, executor="ray")

@@ -6,19 +6,11 @@ import pytest
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.feature_cache import CPU_BUDGET_BYTES, TeacherFeatureCache, default_budget
+from rdbench.engine.feature_cache import CPU_BUDGET_BYTES, TeacherFeatureCache, default_budget
+from rdbench.engine.train import train
 from rdbench.models.rd import build_rd_model
-from rdbench.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Other processes share this machine's few cores: with one intra-op thread a step cannot stall on an
-    # OpenMP barrier waiting for a descheduled thread (seconds per step when the CPU is oversubscribed).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Images(torch.utils.data.Dataset):

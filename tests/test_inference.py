@@ -1,4 +1,4 @@
-"""rdbench.inference: the prepared model equals the plain one; the pieces equal what they replace; amp."""
+"""rdbench.engine.inference: the prepared model equals the plain one; the pieces equal what they replace; amp."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rdbench.evaluate import predict_maps
-from rdbench.inference import (
+from rdbench.engine.evaluate import predict_maps
+from rdbench.engine.inference import (
     PackedConv2d,
     PixelShuffleDeconv,
     fast_predict,
@@ -17,14 +17,7 @@ from rdbench.inference import (
 )
 from rdbench.models.rd import build_rd_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See tests/test_reference.py: one intra-op thread keeps shared, oversubscribed CPUs from stalling.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise_batchnorm(model: nn.Module, seed: int) -> nn.Module:
@@ -117,7 +110,7 @@ def test_bf16_autocast_runs_in_bfloat16_and_stays_close(model):
 
 def test_evaluation_scores_with_a_prepared_copy(tiny_mvtec):
     from rdbench.data.mvtec import MVTecTest
-    from rdbench.evaluate import collect_maps
+    from rdbench.engine.evaluate import collect_maps
 
     torch.manual_seed(2)
     model = randomise_batchnorm(build_rd_model("resnet18", "none"), 2)

@@ -1,4 +1,4 @@
-"""Tests for rdbench.metrics against independent oracles written here.
+"""Tests for rdbench.metrics.core against independent oracles written here.
 
 The oracles are deliberately slow and literal: sklearn for AUROC, a threshold-by-threshold loop for the
 MVTec PRO curve, and the authors' compute_pro loop (skimage label + regionprops, sklearn auc) for the
@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage import measure
 from sklearn.metrics import auc, roc_auc_score
 
-from rdbench.metrics import image_auroc, pixel_auroc, pro_auc
+from rdbench.metrics.core import image_auroc, pixel_auroc, pro_auc
 
 
 # ----------------------------------------------------------------------------------------------- oracles

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rdbench.parity import CHAOTIC_STEP_REL, compare, fingerprint
+from rdbench.perf.parity import CHAOTIC_STEP_REL, compare, fingerprint
 
 OFFICIAL = {r["backbone"]: r for r in json.loads((Path(__file__).parent / "data" /
                                                   "official_fingerprints.json").read_text())}

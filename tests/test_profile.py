@@ -1,22 +1,14 @@
-"""rdbench.profile: the documented result on a tiny setting, the options, the bf16 effect."""
+"""rdbench.perf.profile: the documented result on a tiny setting, the options, the bf16 effect."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 
-from rdbench.profile import FIGURE_KEYS, format_profile, profile
+from rdbench.perf.profile import FIGURE_KEYS, format_profile, profile
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See tests/test_reference.py: one intra-op thread keeps shared, oversubscribed CPUs from stalling.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_profile_result_has_documented_keys_and_sane_values():

@@ -10,10 +10,11 @@ from scipy import ndimage
 from rdbench import metrics
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTecTest, MVTecTrain
-from rdbench.evaluate import collect_maps, evaluate
-from rdbench.inference import fast_predict, prepare_for_inference
+from rdbench.engine.evaluate import collect_maps, evaluate
+from rdbench.engine.inference import fast_predict, prepare_for_inference
+from rdbench.engine.train import train
 from rdbench.models.rd import build_rd_model
-from rdbench.reference import (
+from rdbench.perf.reference import (
     build_reference_model,
     compute_pro,
     mvtec_au_pro,
@@ -23,21 +24,13 @@ from rdbench.reference import (
     reference_predict,
     reference_train,
 )
-from rdbench.train import train
 
 SIZE = 64
 CPU = torch.device("cpu")
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Other processes share this machine's few cores: with one intra-op thread a step cannot stall on an
-    # OpenMP barrier waiting for a descheduled thread (seconds per step when the CPU is oversubscribed).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def model():

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rdbench.gallery import _png
-from rdbench.records import write_record
+from rdbench.bench.reproduce import save_sweep
+from rdbench.bench.tables import GridOptions, get_table
+from rdbench.engine.gallery import _png
+from rdbench.records.store import write_record
 from rdbench.report import render_report
-from rdbench.reproduce import save_sweep
-from rdbench.tables import GridOptions, get_table
 
 # Table 1-3 sweep: two seeds, three categories, 2 epochs (hashes differ from the paper's 200-epoch runs)
 OPTS = GridOptions(data_root="/data/mvtec", seeds=2, epochs=2, limit_categories=("carpet", "grid", "bottle"))
@@ -30,7 +30,7 @@ def _fig(value, unit):
     return {"value": value, "unit": unit, "description": f"what {unit} measures", "device": "x86_64"}
 
 
-PROFILE = {  # the shape of rdbench.profile.save_profile's file, with made-up numbers
+PROFILE = {  # the shape of rdbench.perf.profile.save_profile's file, with made-up numbers
     "schema": "rdbench.profile/1", "backbone": "wide_resnet50_2", "image_size": 256, "batch_size": 8,
     "weights": "none", "repeats": 3, "saved": "2026-11-29T00:00:00+00:00", "environment": ENV,
     "device": {"type": "cpu", "name": "x86_64", "torch": "2.3.0", "threads": 2},

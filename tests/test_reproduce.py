@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rdbench.baseline import check, format_rows
-from rdbench.cli import app
+from rdbench.bench.baseline import check, format_rows
+from rdbench.cli.app import app
 from rdbench.data.novelty import DEBIAN_FASHION_MNIST
 
 runner = CliRunner()
@@ -98,8 +98,8 @@ def test_fashionmnist_novelty_on_real_data(tmp_path):
 
 
 def test_sweep_manifest_round_trip(tmp_path):
-    from rdbench.reproduce import load_sweeps, save_sweep
-    from rdbench.tables import GridOptions, get_table
+    from rdbench.bench.reproduce import load_sweeps, save_sweep
+    from rdbench.bench.tables import GridOptions, get_table
 
     opts = GridOptions(data_root="/d", seeds=2, epochs=3, limit_categories=("carpet",), backbone="resnet18")
     save_sweep(tmp_path, [get_table("1"), get_table("5")], opts)
@@ -126,8 +126,8 @@ def test_table4_caltech_grid_from_data_and_run(tmp_path):
 
 
 def test_grid_options_reach_every_planned_run():
-    from rdbench.reproduce import plan
-    from rdbench.tables import GridOptions, all_tables
+    from rdbench.bench.reproduce import plan
+    from rdbench.bench.tables import GridOptions, all_tables
 
     runs = plan(all_tables(), GridOptions(data_root="/d", novelty_root="/n", amp="bf16", feature_cache_gb=1.5))
     assert runs and all(p.config.amp == "bf16" and p.config.feature_cache_gb == 1.5 for p in runs)

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.records import read_records, write_record
-from rdbench.run import run_one
+from rdbench.engine.run import run_one
+from rdbench.records.store import read_records, write_record
 
 SMALL = ["--backbone", "resnet18", "--weights", "none", "--batch-size", "2", "--no-progress", "--device", "cpu"]
 
@@ -105,7 +105,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 
 def test_cuda_out_of_memory_becomes_failed_record_with_hint(tiny_mvtec, tmp_path, monkeypatch):
-    import rdbench.run as run_mod
+    import rdbench.engine.run as run_mod
 
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

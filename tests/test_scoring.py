@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from rdbench.scoring import anomaly_maps, gaussian_blur, gaussian_taps, image_scores, novelty_scores
+from rdbench.engine.scoring import anomaly_maps, gaussian_blur, gaussian_taps, image_scores, novelty_scores
 
 
 @pytest.mark.parametrize("shape", [(2, 256, 256), (3, 17, 9), (1, 5, 40), (1, 1, 1), (2, 64, 33)])

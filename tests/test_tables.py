@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rdbench.tables import MVTEC_ALL, GridOptions, all_tables, format_table, get_table, paper_numbers
+from rdbench.bench.tables import MVTEC_ALL, GridOptions, all_tables, format_table, get_table, paper_numbers
 
 OPTS = GridOptions(data_root="/data/mvtec", novelty_root="/nowhere")
 SHARED_TABLES = Path(__file__).resolve().parents[2] / "shared" / "paper" / "tables.json"
@@ -136,7 +136,7 @@ def test_table3_values_from_timings():
 
 
 def test_best_epoch_cells_are_separate_and_labelled():
-    from rdbench.reproduce import print_tables
+    from rdbench.bench.reproduce import print_tables
 
     opts = GridOptions(limit_categories=("carpet",), eval_protocol="paper")
     table = get_table("1")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rdbench.config import RunConfig
+from rdbench.engine.protocol import get_protocol
+from rdbench.engine.run import run_one
+from rdbench.engine.train import train
 from rdbench.models.rd import build_rd_model
-from rdbench.protocol import get_protocol
-from rdbench.run import run_one
-from rdbench.train import train
 
 
 def _config(root, **kw):
@@ -50,7 +50,7 @@ def test_same_seed_same_metrics_bit_for_bit(tiny_mvtec, tmp_path):
 
 def _allow_fp16_on_cpu(monkeypatch):
     # fp16 is for CUDA; CPU autocast can run it too, which lets tests reach the loss-scaling path here
-    for where in ("rdbench.train.check_amp", "rdbench.device.check_amp"):
+    for where in ("rdbench.engine.train.check_amp", "rdbench.engine.device.check_amp"):
         monkeypatch.setattr(where, lambda amp, device=None: amp)
 
 
@@ -105,7 +105,7 @@ def test_training_reduces_loss(tiny_mvtec):
 
 
 def test_nan_loss_stops_run_with_epoch(tiny_mvtec, tmp_path, monkeypatch):
-    import rdbench.train as train_mod
+    import rdbench.engine.train as train_mod
 
     calls = {"n": 0}
     real = train_mod.distillation_loss
@@ -158,7 +158,7 @@ def test_rerun_with_resume_after_success_and_failure_keeps_ok_record(tiny_mvtec,
 
 
 def test_metric_that_cannot_be_computed_is_none_with_reason(tiny_mvtec, tmp_path, monkeypatch):
-    import rdbench.evaluate as ev_mod
+    import rdbench.engine.evaluate as ev_mod
 
     def no_pro(masks, maps, fpr_limit=0.3, variant="mvtec"):
         raise ValueError("no anomalous pixel after resizing")

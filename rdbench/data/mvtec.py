@@ -30,6 +30,12 @@ MVTEC_OBJECTS: tuple[str, ...] = (
     "pill", "screw", "toothbrush", "transistor", "zipper",
 )  # fmt: skip
 MVTEC_CATEGORIES: tuple[str, ...] = MVTEC_TEXTURES + MVTEC_OBJECTS
+# Training images per category (the MVTec AD paper's Table 1): cost estimates of sweeps only.
+MVTEC_TRAIN_COUNTS: dict[str, int] = {
+    "carpet": 280, "grid": 264, "leather": 245, "tile": 230, "wood": 247, "bottle": 209, "cable": 224,
+    "capsule": 219, "hazelnut": 391, "metal_nut": 220, "pill": 267, "screw": 320, "toothbrush": 60,
+    "transistor": 213, "zipper": 240,
+}  # fmt: skip
 
 # name -> "texture" | "object"; protocols look categories up here, so a typo lists the valid names.
 CATEGORIES: Registry[str] = Registry("dataset category")

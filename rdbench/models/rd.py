@@ -1,15 +1,44 @@
-"""Assemble teacher -> bottleneck -> decoder in the authors' construction order."""
+"""Assemble teacher -> bottleneck -> decoder in the authors' construction order; the bottleneck registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torchvision.models import ResNet
 
-from rdbench.models.backbones import BACKBONES, Teacher, build_teacher
+from rdbench.models.backbones import BACKBONES, BackboneSpec, Teacher, build_teacher
 from rdbench.models.decoder import Decoder
 from rdbench.models.ocbe import OCBE, Layer4Bottleneck
+from rdbench.registry import Registry
 
-BOTTLENECKS = ("pre", "pre+oce", "pre+oce+mff")
+# Table 5 variants: name -> builder(backbone spec, the teacher's full ResNet) -> bottleneck module. A builder
+# runs after the teacher and before the decoder, so the random numbers it draws keep the authors' order.
+BOTTLENECKS: Registry[Callable[[BackboneSpec, ResNet], nn.Module]] = Registry("bottleneck")
+
+
+@BOTTLENECKS.register("pre")
+def pre_bottleneck(spec: BackboneSpec, resnet: ResNet) -> nn.Module:
+    """Table 5 'Pre': the teacher's own frozen layer4 as the bottleneck (no OCE, no MFF)."""
+    return Layer4Bottleneck(resnet.layer4, trainable=False)
+
+
+@BOTTLENECKS.register("pre+oce")
+def pre_oce_bottleneck(spec: BackboneSpec, resnet: ResNet) -> nn.Module:
+    """Table 5 'Pre+OCE': a trainable copy of layer4 (one-class embedding, no multi-scale fusion)."""
+    return Layer4Bottleneck(resnet.layer4, trainable=True)
+
+
+@BOTTLENECKS.register("pre+oce+mff")
+def ocbe_bottleneck(spec: BackboneSpec, resnet: ResNet) -> nn.Module:
+    """The full OCBE (the paper's model): multi-scale feature fusion + one-class embedding block."""
+    return OCBE(spec.block, spec.ocbe_blocks, spec.base_width)
+
+
+def select_layers(feats: list[torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
+    """The features of ``layers`` (1-based, Table 7) out of the three the teacher and the student give."""
+    return [feats[i - 1] for i in layers]
 
 
 class RDModel(nn.Module):
@@ -46,12 +75,8 @@ def build_rd_model(backbone: str, weights: str = "imagenet", bottleneck: str = "
     """Build the model. Seed with ``torch.manual_seed`` first for the authors' initial weights:
     their chain draws the full teacher (fc included), then the OCBE, then the decoder."""
     spec = BACKBONES.get(backbone)
-    if bottleneck not in BOTTLENECKS:
-        raise ValueError(f"unknown bottleneck {bottleneck!r}; valid bottlenecks: {', '.join(BOTTLENECKS)}")
+    make_neck = BOTTLENECKS.get(bottleneck)
     resnet, weights_info = build_teacher(backbone, weights)
-    if bottleneck == "pre+oce+mff":
-        neck: nn.Module = OCBE(spec.block, spec.ocbe_blocks, spec.base_width)
-    else:
-        neck = Layer4Bottleneck(resnet.layer4, trainable=(bottleneck == "pre+oce"))
+    neck = make_neck(spec, resnet)
     decoder = Decoder(spec.block, spec.decoder_layers, spec.base_width)
     return RDModel(Teacher(resnet), neck, decoder, weights_info, backbone, bottleneck)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rdbench.tables import paper_numbers
+from rdbench.bench.tables import paper_numbers
 
 PROFILES_DIR = "profiles"
 SCHEMA_PREFIX = "rdbench.profile/"

@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rdbench import __version__
+from rdbench.bench.tables import Cell, GridOptions, PaperTable, all_tables, cells_frame, get_table, paper_numbers
 from rdbench.report import figures
 from rdbench.report.profiles import load_profiles, profile_views
-from rdbench.tables import Cell, GridOptions, PaperTable, all_tables, cells_frame, get_table, paper_numbers
 
 TEMPLATES = Path(__file__).parent / "templates"
 MISSING = "\u2014"  # a cell without runs: never 0
@@ -323,8 +323,8 @@ def _warn(warn: list[str], message: str) -> None:
 def load(results_dir: Path) -> tuple[list[dict], list[tuple[str, GridOptions]], list[str]]:
     """Records, sweeps and warnings. The loop is read_records' own (same files, same messages), kept here
     to know each file's name: a readable file that is not a complete record is skipped by name too."""
-    from rdbench.records import read_record
-    from rdbench.reproduce import load_sweeps
+    from rdbench.bench.reproduce import load_sweeps
+    from rdbench.records.store import read_record
 
     warn: list[str] = []
     records = []

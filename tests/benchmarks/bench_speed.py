@@ -25,12 +25,13 @@ from benchutil import paired, report, rounds, timed
 
 from rdbench import metrics
 from rdbench.config import RunConfig
-from rdbench.evaluate import collect_maps, evaluate
-from rdbench.inference import fast_predict, prepare_for_inference
-from rdbench.memory import measure_peak_memory
+from rdbench.engine.evaluate import collect_maps, evaluate
+from rdbench.engine.inference import fast_predict, prepare_for_inference
+from rdbench.engine.train import train
 from rdbench.models.rd import build_rd_model
-from rdbench.profile import _RandomImages
-from rdbench.reference import (
+from rdbench.perf.memory import measure_peak_memory
+from rdbench.perf.profile import _RandomImages
+from rdbench.perf.reference import (
     build_reference_model,
     reference_evaluate,
     reference_metrics,
@@ -38,7 +39,6 @@ from rdbench.reference import (
     reference_predict,
     reference_train,
 )
-from rdbench.train import train
 
 CPU = torch.device("cpu")
 
@@ -163,6 +163,6 @@ def test_evaluation_of_one_category_resnet18(benchmark, r18, category_set):
            n_rounds=rounds(1), target=3, warmup=0)
     for k, v in out["fast"].items():
         assert v == pytest.approx(out["ref"][k], abs=1e-4), k
-    # the same evaluation without the inference rewrites (rdbench.evaluate.collect_maps(fast=False))
+    # the same evaluation without the inference rewrites (rdbench.engine.evaluate.collect_maps(fast=False))
     plain = collect_maps(r18, category_set, (1, 2, 3), 4.0, CPU, batch_size=16, fast=False)
     benchmark.extra_info["unprepared_maps_s"] = plain[2]

@@ -1,4 +1,4 @@
-"""Speed benchmarks: rdbench's fast path against the authors' procedure (rdbench.reference), measured back to
+"""Speed benchmarks: rdbench's fast path against the authors' procedure (rdbench.perf.reference), measured back to
 back in one process (fast and reference rounds interleaved, medians), so other load on the machine mostly
 cancels out of the ratios.
 

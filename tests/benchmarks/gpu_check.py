@@ -1,7 +1,7 @@
 """The issue's GPU measurements as one prepared script, for a session that is lent a GPU:
 
 1. One full MVTec-sized category (280 training images like carpet, 120 test images, 256 px, 200 epochs,
-   wide_resnet50_2, batch 16) trained and evaluated by ``rdbench.run.run_one`` on a synthetic category,
+   wide_resnet50_2, batch 16) trained and evaluated by ``rdbench.engine.run.run_one`` on a synthetic category,
    wall clock measured around it. Goal: under 2 minutes on an H200.
 2. ``rdbench profile`` of wide_resnet50_2 at 256 px on the device, in the variants worth comparing there
    (float32 as the authors; channels_last; bf16 autocast + channels_last, eager and torch.compile'd), with the
@@ -32,8 +32,8 @@ import torch
 
 from rdbench.config import RunConfig
 from rdbench.data.synthetic import make_synthetic
-from rdbench.profile import format_profile, profile
-from rdbench.run import run_one
+from rdbench.engine.run import run_one
+from rdbench.perf.profile import format_profile, profile
 
 # run_one asks cuBLAS for deterministic kernels; the setting must be in place before CUDA starts
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

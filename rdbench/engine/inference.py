@@ -1,6 +1,6 @@
 """The fast inference path: an inference-only copy of an RD model (``prepare_for_inference``) and batched
-maps from it (``fast_predict``). ``rdbench.evaluate`` scores every run with it; ``rdbench profile`` and
-``tests/benchmarks`` measure it against the authors' procedure (``rdbench.reference``).
+maps from it (``fast_predict``). ``rdbench.engine.evaluate`` scores every run with it; ``rdbench profile`` and
+``tests/benchmarks`` measure it against the authors' procedure (``rdbench.perf.reference``).
 
 Every rewrite keeps the maps equal to the plain model's within float rounding (tests/test_inference.py):
 batch norm folded into the convolutions, the decoder's 2x2 stride-2 transposed convolutions as 1x1
@@ -18,13 +18,12 @@ from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from rdbench.device import autocast
+from rdbench.engine.device import autocast
+from rdbench.engine.scoring import anomaly_maps, gaussian_blur
 from rdbench.models.backbones import BACKBONES, Teacher
 from rdbench.models.decoder import DeBasicBlock, DeBottleneck
 from rdbench.models.ocbe import OCBE
-from rdbench.models.rd import RDModel
-from rdbench.scoring import anomaly_maps, gaussian_blur
-from rdbench.train import select_layers
+from rdbench.models.rd import RDModel, select_layers
 
 __all__ = ["CPU_MICRO_BATCH_BYTES", "PackedConv2d", "PixelShuffleDeconv", "cpu_micro_batch", "fast_predict",
            "fold_batchnorm", "prepack_convolutions", "prepare_for_inference", "replace_deconvs"]
@@ -183,7 +182,7 @@ def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", ch
       eager; on CUDA it is measured by tests/benchmarks/gpu_check.py.
 
     Measured (the 2-core CI CPU, AVX-512 with bf16; torch 2.14, wide_resnet50_2 256 px, per image, ratio to the authors'
-    procedure 0.57 s): batch 1: ``rdbench.evaluate.predict_maps`` 0.79 (no layer4, torch maps), +channels_last
+    procedure 0.57 s): batch 1: ``rdbench.engine.evaluate.predict_maps`` 0.79 (no layer4, torch maps), +channels_last
     0.79, +fold 0.80, +pixel shuffle 0.82, +prepack 0.58 (prepack alone 0.63); batch 8: predict_maps 0.82,
     +channels_last 0.65, +fold 0.58, +pixel shuffle/prepack 0.59. resnet18 batch 1: 0.86, 0.78, 0.69,
     0.69, 0.57. The prepared model is for inference only (``rdbench_inference_only``) and, prepacked,
@@ -237,7 +236,7 @@ def cpu_micro_batch(model: RDModel, image_size: tuple[int, int]) -> int:
 def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] = (1, 2, 3), sigma: float = 4.0,
                  amp: str | None = None, micro_batch: int | None = None) -> torch.Tensor:
     """Smoothed anomaly maps (N x S x S float32, on the images' device) of a batch, like
-    ``rdbench.evaluate.predict_maps``, plus channels_last input for a prepared model, an optional
+    ``rdbench.engine.evaluate.predict_maps``, plus channels_last input for a prepared model, an optional
     autocast of the networks (the maps themselves are always computed in float32), and on the CPU the
     batch run in micro-batches (``micro_batch``; default ``cpu_micro_batch``; the whole batch on CUDA)."""
     if amp is not None and amp != "none" and getattr(model, "rdbench_prepacked", False):

@@ -1,13 +1,19 @@
-"""Distillation losses between teacher and student feature lists."""
+"""Distillation losses between teacher and student feature lists, and their registry (``RunConfig.loss``)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("flat", "pixel")
+from rdbench.registry import Registry
+
+Loss = Callable[[list[torch.Tensor], list[torch.Tensor]], torch.Tensor]
+LOSSES: Registry[Loss] = Registry("loss")
 
 
+@LOSSES.register("flat")
 def flat_cosine_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
     """The authors' loss: per layer, 1 - cos between each sample's whole flattened C*H*W maps, batch
     mean, summed over layers. The paper's Eq. 2 describes a per-pixel form instead (see pixel_…);
@@ -19,6 +25,7 @@ def flat_cosine_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) -
     return loss
 
 
+@LOSSES.register("pixel")
 def pixel_cosine_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
     """The paper's Eq. 2-3: 1 - channel cosine at every position, averaged over positions, summed over
     layers. Users report it trains worse than the flattened form (RD4AD repo issue #22)."""
@@ -29,8 +36,4 @@ def pixel_cosine_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) 
 
 
 def distillation_loss(kind: str, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
-    if kind == "flat":
-        return flat_cosine_loss(teacher, student)
-    if kind == "pixel":
-        return pixel_cosine_loss(teacher, student)
-    raise ValueError(f"unknown loss {kind!r}; valid losses: {', '.join(LOSSES)}")
+    return LOSSES.get(kind)(teacher, student)

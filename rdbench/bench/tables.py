@@ -1,9 +1,9 @@
 """Paper tables: each paper evaluation declares its run grid, its reference numbers and how run
-records map to table cells. Table modules live in the ``protocols`` package and register here."""
+records map to table cells. Table modules live in ``protocols/`` (``rdbench_protocols``) and register here
+from above."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import statistics
@@ -12,16 +12,9 @@ from functools import cache
 from importlib import resources
 
 from rdbench.config import RunConfig
+from rdbench.data.mvtec import MVTEC_CATEGORIES as MVTEC_ALL  # noqa: F401 (the tables' name for the 15)
+from rdbench.data.mvtec import MVTEC_OBJECTS, MVTEC_TEXTURES  # noqa: F401
 from rdbench.registry import Registry
-
-MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
-MVTEC_OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
-                 "transistor", "zipper")
-MVTEC_ALL = MVTEC_TEXTURES + MVTEC_OBJECTS
-# Training images per MVTec AD category (the dataset paper's Table 1), for cost estimates only.
-MVTEC_TRAIN_COUNTS = {"carpet": 280, "grid": 264, "leather": 245, "tile": 230, "wood": 247, "bottle": 209,
-                      "cable": 224, "capsule": 219, "hazelnut": 391, "metal_nut": 220, "pill": 267, "screw": 320,
-                      "toothbrush": 60, "transistor": 213, "zipper": 240}
 
 
 @cache
@@ -167,7 +160,9 @@ class PaperTable:
         return None if not isinstance(best, dict) else 100.0 * best["value"]
 
 
-TABLES: Registry[PaperTable] = Registry("table")
+TABLES: Registry[PaperTable] = Registry(
+    "table", empty_hint="call rdbench.registry.load_plugins() first (the CLI does), or "
+                        "rdbench_protocols.register() for the paper's own")
 
 
 def register_table(cls: type[PaperTable]) -> type[PaperTable]:
@@ -176,12 +171,10 @@ def register_table(cls: type[PaperTable]) -> type[PaperTable]:
 
 
 def get_table(key: str) -> PaperTable:
-    importlib.import_module("protocols")
     return TABLES.get(str(key))
 
 
 def all_tables() -> list[PaperTable]:
-    importlib.import_module("protocols")
     return [TABLES.get(k) for k in TABLES.names()]
 
 

@@ -1,5 +1,5 @@
 """``rdbench profile``: what one inference, a batch of inferences and a training step cost, on this device,
-for rdbench's fast path and for the authors' procedure (``rdbench.reference``), measured back to back in
+for rdbench's fast path and for the authors' procedure (``rdbench.perf.reference``), measured back to back in
 one process so that other load on the machine mostly cancels out of the ratios.
 
 ``profile(...)`` returns a dict (JSON-serialisable)::
@@ -23,7 +23,7 @@ figure is None when it was not measured (e.g. ``train=False``) and the note says
 Fast path = ``prepare_for_inference`` (eval copy, batch norm folded into the convolutions, the decoder's
 2x2 transposed convolutions as 1x1 convolutions + pixel shuffle, channels_last and oneDNN weights packed
 once on CPU) + ``fast_predict`` (``torch.inference_mode``, teacher through layer3, batched, maps and Gaussian
-on the device) and, for training, ``rdbench.train.train`` with its teacher-feature cache.
+on the device) and, for training, ``rdbench.engine.train.train`` with its teacher-feature cache.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ import torch
 from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
-from rdbench.device import AMP_DTYPES, check_amp, device_name, resolve_device, synchronize
-from rdbench.inference import cpu_micro_batch, fast_predict, prepare_for_inference
-from rdbench.memory import measure_peak_memory
+from rdbench.engine.device import AMP_DTYPES, check_amp, device_name, resolve_device, synchronize
+from rdbench.engine.inference import cpu_micro_batch, fast_predict, prepare_for_inference
 from rdbench.models.rd import RDModel, build_rd_model
+from rdbench.perf.memory import measure_peak_memory
 
 __all__ = ["FIGURE_KEYS", "format_profile", "profile", "save_profile"]
 
@@ -140,7 +140,7 @@ class _Session:
 
 def _inference_figures(s: _Session, fast: dict, ref: dict) -> None:
     """Batch-1 latency (fast and reference interleaved), batch-N throughput, parameter memory."""
-    from rdbench.reference import reference_predict
+    from rdbench.perf.reference import reference_predict
 
     g = torch.Generator().manual_seed(s.seed + 1)
     x1 = torch.randn(1, 3, s.image_size, s.image_size, generator=g).to(s.dev)
@@ -205,7 +205,7 @@ def _agreement(s: _Session) -> dict | None:
     """Fast maps vs reference maps of the same random image (float32, no amp)."""
     if s.ref_model is None:
         return None
-    from rdbench.reference import reference_predict
+    from rdbench.perf.reference import reference_predict
 
     x = torch.randn(1, 3, s.image_size, s.image_size, generator=torch.Generator().manual_seed(s.seed + 2)).to(s.dev)
     fm = fast_predict(s.fast_model, x, s.layers, s.sigma)
@@ -240,8 +240,8 @@ def _amp_effect(s: _Session) -> dict | None:
 
 def _memory_figures(s: _Session, fast: dict, ref: dict, memory: bool) -> None:
     """Peak memory of batch-1 inference: CUDA max_memory_allocated, or on CPU the RSS high-water mark of
-    fresh worker processes (rdbench.memory)."""
-    from rdbench.reference import reference_predict
+    fresh worker processes (rdbench.perf.memory)."""
+    from rdbench.perf.reference import reference_predict
 
     modes = ("fast", "reference") if s.ref_model is not None else ("fast",)
     if not memory:
@@ -286,7 +286,7 @@ def _memory_figures(s: _Session, fast: dict, ref: dict, memory: bool) -> None:
 
 
 def _training_figures(s: _Session, fast: dict, ref: dict, train: bool, train_epochs: int | None) -> dict | None:
-    """Training images/s after the first epoch (rdbench.train with its feature cache vs the authors' loop);
+    """Training images/s after the first epoch (rdbench.engine.train with its feature cache vs the authors' loop);
     returns the feature cache's facts."""
     if not train:
         for d in (fast, ref) if s.ref_model is not None else (fast,):
@@ -294,7 +294,7 @@ def _training_figures(s: _Session, fast: dict, ref: dict, train: bool, train_epo
             d["train_first_epoch_ips"] = _figure(None, "images/s", "first training epoch", s.name,
                                                  note="train=False")
         return None
-    from rdbench.train import train as train_fast
+    from rdbench.engine.train import train as train_fast
 
     epochs = train_epochs or (1 + s.repeats)
     cfg = RunConfig(backbone=s.backbone, weights=s.weights, epochs=epochs, batch_size=s.batch_size,
@@ -314,13 +314,13 @@ def _training_figures(s: _Session, fast: dict, ref: dict, train: bool, train_epo
     autocast_note = f", student under {s.amp} autocast" if s.amp else ""
     fast["train_throughput_ips"] = _figure(
         _median(rates) if rates else None, "images/s",
-        f"rdbench.train.train, epochs after the first (teacher features served by the feature cache): "
+        f"rdbench.engine.train.train, epochs after the first (teacher features served by the feature cache): "
         f"training images per second (student forward + backward + Adam step, batch {s.batch_size}"
         f"{autocast_note}); median over {len(rates)} epochs of {n} random images; {s.what}", s.name, rates)
     fast["train_first_epoch_ips"] = _figure(
         n / times[0], "images/s", "the first epoch (teacher computed and cached; includes warm-up)", s.name)
     if s.ref_model is not None:
-        from rdbench.reference import build_reference_model, reference_train
+        from rdbench.perf.reference import build_reference_model, reference_train
 
         torch.manual_seed(s.seed)
         rmodel = build_reference_model(s.backbone, s.weights)
@@ -376,7 +376,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     options["prepack"] = fast_model.rdbench_prepacked
     ref_model = None
     if reference:
-        from rdbench.reference import reference_model_from
+        from rdbench.perf.reference import reference_model_from
 
         ref_model = reference_model_from(model.to(dev)).to(dev).eval()
     s = _Session(dev, device_name(dev), backbone, image_size, batch_size, weights, repeats, 3 if cuda else 1,
@@ -408,7 +408,7 @@ def save_profile(result: dict, results_dir: Path | str) -> Path:
     """Write ``result`` with its provenance (git commit, versions, device) to
     ``<results_dir>/profiles/<backbone>_<size>px_<device>_<UTC time>.json``, where ``rdbench report`` shows it
     beside Table 3. Atomic, like run records."""
-    from rdbench.records import environment, write_record
+    from rdbench.records.store import environment, write_record
 
     stamp = datetime.now(timezone.utc)
     dev = torch.device(result["device"]["type"])

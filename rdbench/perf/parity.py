@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from rdbench.losses import flat_cosine_loss
+from rdbench.engine.losses import flat_cosine_loss
+from rdbench.engine.scoring import anomaly_maps
 from rdbench.models.rd import build_rd_model
-from rdbench.scoring import anomaly_maps
 
 UNUSED_OCBE = ("conv4.", "bn4.")  # built and counted by the authors, never used in forward
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rdbench.inference import fast_predict, prepare_for_inference
+from rdbench.engine.inference import fast_predict, prepare_for_inference
 from rdbench.models.rd import build_rd_model
 
 __all__ = ["measure_peak_memory"]
@@ -57,7 +57,7 @@ def _maxrss_mb() -> float:
 def _memory_worker(spec: dict) -> dict:
     """Runs in a fresh interpreter: build the model (fast or reference), run one warm-up inference, then
     one measured inference per batch size with the high-water mark reset before each."""
-    from rdbench.reference import build_reference_model, reference_predict
+    from rdbench.perf.reference import build_reference_model, reference_predict
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -107,10 +107,10 @@ def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] =
     would report the profiler's memory instead of the worker's. ``options``: keyword arguments of
     ``prepare_for_inference`` for the fast worker (default: its defaults; prepack off with amp).
     Returns {mode: {"peaks_mb": {batch: MB}, "process_peak_mb", "method", "rss_end_mb"}}."""
-    code = ("import json, sys; from rdbench.memory import _memory_worker; "
+    code = ("import json, sys; from rdbench.perf.memory import _memory_worker; "
             "print('RDBENCH-JSON ' + json.dumps(_memory_worker(json.loads(sys.argv[1]))))")
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the rdbench package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     procs = {}
     for mode in modes:

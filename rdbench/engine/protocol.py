@@ -1,9 +1,9 @@
-"""Protocols: a paper evaluation = which data a run trains and tests on (and, in later modules, its
-grid and table). Protocol modules live in the top-level ``protocols`` package and register here."""
+"""The Protocol interface of one run (which data it trains and tests on, how it is evaluated) and its registry.
+
+The paper's protocols live in the ``protocols/`` folder (installed as ``rdbench_protocols``) and register here
+from above: the engine never imports them (``rdbench.registry.load_plugins`` does, from the CLI)."""
 
 from __future__ import annotations
-
-import importlib
 
 import torch
 from torch.utils.data import Dataset
@@ -24,15 +24,17 @@ class Protocol:
         raise NotImplementedError
 
     def evaluate(self, model, test_set: Dataset, config: RunConfig, device: torch.device, keep_maps: bool = False):
-        """Metrics of a trained model on the test set -> rdbench.evaluate.EvalResult (with the maps
+        """Metrics of a trained model on the test set -> rdbench.engine.evaluate.EvalResult (with the maps
         when ``keep_maps``, for the gallery)."""
-        from rdbench.evaluate import evaluate
+        from rdbench.engine.evaluate import evaluate
 
         return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size,
                         keep_maps=keep_maps, amp=config.amp)
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS: Registry[Protocol] = Registry(
+    "protocol", empty_hint="call rdbench.registry.load_plugins() first (the CLI does), or "
+                           "rdbench_protocols.register() for the paper's own")
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:
@@ -41,5 +43,4 @@ def register_protocol(cls: type[Protocol]) -> type[Protocol]:
 
 
 def get_protocol(name: str) -> Protocol:
-    importlib.import_module("protocols")  # registers the built-in protocols on first use
     return PROTOCOLS.get(name)

@@ -3,7 +3,7 @@
 Two evaluations: localisation/detection on MVTec-style sets (maps and masks), and one-class novelty
 detection (image scores only; the paper scores by the sum of the map, the max is recorded too).
 
-Maps come from ``rdbench.inference``: an inference-only copy of the model (batch norm folded, pixel-shuffle
+Maps come from ``rdbench.engine.inference``: an inference-only copy of the model (batch norm folded, pixel-shuffle
 upsampling, packed CPU convolutions) whose maps equal the trained model's within float rounding (~1e-6;
 tests/test_inference.py). ``predict_maps`` is the plain computation, kept as the tests' oracle.
 """
@@ -19,11 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rdbench import metrics
-from rdbench.device import check_amp, synchronize
-from rdbench.inference import fast_predict, prepare_for_inference
-from rdbench.models.rd import RDModel
-from rdbench.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores
-from rdbench.train import select_layers
+from rdbench.engine.device import check_amp, synchronize
+from rdbench.engine.inference import fast_predict, prepare_for_inference
+from rdbench.engine.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores
+from rdbench.models.rd import RDModel, select_layers
 
 
 @dataclass

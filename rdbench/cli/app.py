@@ -8,9 +8,15 @@ from pathlib import Path
 import typer
 
 from rdbench.config import AMP_CHOICES, RunConfig
+from rdbench.registry import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark and reproducibility harness for RD4AD (Reverse Distillation, CVPR 2022).")
+
+
+@app.callback()
+def _start() -> None:
+    load_plugins()  # the paper's protocols and tables (entry-point group rdbench.protocols), once
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -33,7 +39,7 @@ def _check_choice(name: str, value: str, valid) -> None:
 
 def _check_amp_here(amp: str, device: str) -> None:
     """Fail before any work when ``amp`` cannot run on ``device`` as resolved on this machine (fp16 on a CPU)."""
-    from rdbench.device import check_amp, resolve_device
+    from rdbench.engine.device import check_amp, resolve_device
 
     check_amp(amp, resolve_device(device))
 
@@ -74,19 +80,19 @@ def run(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train and evaluate one run; write its record (JSON) and print its metrics."""
-    from rdbench.losses import LOSSES
+    from rdbench.engine.losses import LOSSES
+    from rdbench.engine.protocol import PROTOCOLS, get_protocol
+    from rdbench.engine.run import run_one
     from rdbench.models.backbones import BACKBONES
     from rdbench.models.rd import BOTTLENECKS
-    from rdbench.protocol import PROTOCOLS, get_protocol
-    from rdbench.run import run_one
 
     try:
         get_protocol(protocol)
     except ValueError as exc:
         _fail(str(exc))
     _check_choice("backbone", backbone, BACKBONES.names())
-    _check_choice("bottleneck", bottleneck, BOTTLENECKS)
-    _check_choice("loss", loss, LOSSES)
+    _check_choice("bottleneck", bottleneck, BOTTLENECKS.names())
+    _check_choice("loss", loss, LOSSES.names())
     del PROTOCOLS
     try:
         if data_root is None and protocol == "mvtec":
@@ -146,7 +152,7 @@ def parity(
 ) -> None:
     """Print the model fingerprint (init, eval, 3 training steps) in the official format."""
     from rdbench.models.backbones import BACKBONES
-    from rdbench.parity import compare, fingerprint
+    from rdbench.perf.parity import compare, fingerprint
 
     _check_choice("backbone", backbone, BACKBONES.names())
     shape = _parse_ints(input_shape, "--input-shape")
@@ -179,16 +185,16 @@ def parity(
 @app.command("list")
 def list_cmd() -> None:
     """List registered backbones, protocols, bottlenecks and losses."""
-    from rdbench.losses import LOSSES
+    from rdbench.engine.losses import LOSSES
+    from rdbench.engine.protocol import PROTOCOLS, get_protocol
     from rdbench.models.backbones import BACKBONES
     from rdbench.models.rd import BOTTLENECKS
-    from rdbench.protocol import PROTOCOLS, get_protocol
 
     get_protocol("mvtec")
     typer.echo(f"backbones:   {', '.join(BACKBONES.names())}")
     typer.echo(f"protocols:   {', '.join(PROTOCOLS.names())}")
-    typer.echo(f"bottlenecks: {', '.join(BOTTLENECKS)}")
-    typer.echo(f"losses:      {', '.join(LOSSES)}")
+    typer.echo(f"bottlenecks: {', '.join(BOTTLENECKS.names())}")
+    typer.echo(f"losses:      {', '.join(LOSSES.names())}")
 
 
 @app.command()
@@ -202,8 +208,8 @@ def demo(
     """Generate synthetic data, train and evaluate resnet18 on 3 categories, print a summary table."""
     import dataclasses
 
+    from rdbench.cli.demo import DemoSettings, run_demo, summary_table
     from rdbench.data.synthetic import SYNTHETIC_CATEGORIES
-    from rdbench.demo import DemoSettings, run_demo, summary_table
 
     settings = DemoSettings()
     if epochs is not None:
@@ -261,8 +267,8 @@ def reproduce(
     """Run everything a paper table needs (skipping runs already recorded) and print it, paper vs ours."""
     import torch
 
-    from rdbench.executors import pending, run_configs
-    from rdbench.reproduce import (
+    from rdbench.bench.executors import pending, run_configs
+    from rdbench.bench.reproduce import (
         check_all_data,
         describe,
         estimate_seconds,
@@ -272,7 +278,7 @@ def reproduce(
         results_records,
         save_sweep,
     )
-    from rdbench.tables import TABLES, GridOptions, all_tables, get_table
+    from rdbench.bench.tables import TABLES, GridOptions, all_tables, get_table
 
     try:
         tables = all_tables() if table == "all" else [get_table(k) for k in table.split(",") if k]
@@ -389,7 +395,7 @@ def baseline_save(
     floor: float = typer.Option(0.01, help="absolute tolerance floor stored in the baseline (0.01 = 1 point)"),
 ) -> None:
     """Store per cell (settings without seed) and metric the mean and spread over seeds."""
-    from rdbench.baseline import save_baseline
+    from rdbench.bench.baseline import save_baseline
 
     try:
         b = save_baseline(results, out, floor=floor)
@@ -408,8 +414,8 @@ def check(
     verbose: bool = typer.Option(False, help="list every metric, not only the problems"),
 ) -> None:
     """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance or a missing cell."""
-    from rdbench.baseline import check as run_check
-    from rdbench.baseline import format_rows
+    from rdbench.bench.baseline import check as run_check
+    from rdbench.bench.baseline import format_rows
 
     try:
         rows = run_check(baseline, results, tolerance=tolerance, floor=floor)
@@ -446,7 +452,7 @@ def profile_cmd(
 ) -> None:
     """Latency (batch 1), throughput, peak and parameter memory, training throughput; fast vs reference."""
     from rdbench.models.backbones import BACKBONES
-    from rdbench.profile import format_profile, profile
+    from rdbench.perf.profile import format_profile, profile
 
     _check_choice("backbone", backbone, BACKBONES.names())
     _check_choice("amp", amp, AMP_CHOICES)
@@ -457,14 +463,14 @@ def profile_cmd(
     if repeats is not None and repeats < 1:
         _fail(f"--repeats must be >= 1, got {repeats}")
     if results is not None:  # before minutes of measuring, not after
-        from rdbench.records import check_writable
+        from rdbench.records.store import check_writable
 
         try:
             check_writable(results / "profiles")
         except OSError as exc:
             _fail(str(exc))
     try:
-        from rdbench.device import check_amp, resolve_device
+        from rdbench.engine.device import check_amp, resolve_device
 
         check_amp(amp, resolve_device(device))
         result = profile(backbone, image_size=image_size, batch_size=batch_size, device=device, weights=weights,
@@ -474,7 +480,7 @@ def profile_cmd(
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=1) if as_json else format_profile(result))
     if results is not None:
-        from rdbench.profile import save_profile
+        from rdbench.perf.profile import save_profile
 
         try:
             path = save_profile(result, results)

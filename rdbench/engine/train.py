@@ -15,10 +15,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from rdbench.config import RunConfig
-from rdbench.device import autocast, check_amp
-from rdbench.feature_cache import TeacherFeatureCache
-from rdbench.losses import distillation_loss
-from rdbench.models.rd import RDModel
+from rdbench.engine.device import autocast, check_amp
+from rdbench.engine.feature_cache import TeacherFeatureCache
+from rdbench.engine.losses import distillation_loss
+from rdbench.models.rd import RDModel, select_layers
 
 # Preloading the (deterministic, un-augmented) training set saves re-decoding and resizing every
 # image each epoch; above this budget the images are read per batch instead.
@@ -39,10 +39,6 @@ class TrainResult:
     images_seen: int = 0  # this session only
     resumed_from_epoch: int = 0
     feature_cache: dict = field(default_factory=dict)  # TeacherFeatureCache.info() of this session
-
-
-def select_layers(feats: list[torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
-    return [feats[i - 1] for i in layers]
 
 
 class _Batches:
@@ -127,8 +123,8 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     minute, since a wide_resnet50_2 checkpoint with Adam state is about 1.1 GB.
 
     The frozen teacher's features of every training image are cached after the first epoch within
-    ``feature_cache_bytes`` (None: ``rdbench.feature_cache.default_budget(device)``, 4 GiB at most on CPU;
-    0: no cache); results are bit-identical to recomputing them on CPU (see rdbench.feature_cache).
+    ``feature_cache_bytes`` (None: ``rdbench.engine.feature_cache.default_budget(device)``, 4 GiB at most on CPU;
+    0: no cache); results are bit-identical to recomputing them on CPU (see rdbench.engine.feature_cache).
 
     ``config.amp`` ("bf16"/"fp16") runs the student's forward pass under autocast; the teacher's features
     (and so the cache) stay float32 and the loss is computed in float32. fp16 adds dynamic loss scaling

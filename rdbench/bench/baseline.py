@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rdbench import __version__
 from rdbench.config import RunConfig
-from rdbench.records import read_records, write_record
+from rdbench.records.store import read_records, write_record
 
 SCHEMA = 1
 DEFAULT_FLOOR = 0.01  # absolute: one AUROC/PRO point; below that, CPU-kernel noise between machines

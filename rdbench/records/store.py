@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 def git_state(cwd: Path | None = None) -> dict:
     """Commit and dirty flag of the rdbench checkout; None when rdbench is not run from its own git
     checkout (an installed copy inside some other repository must not report that repository)."""
-    here = cwd or Path(__file__).resolve().parent
+    here = cwd or Path(__file__).resolve().parents[1]  # the rdbench package folder
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
@@ -40,7 +40,7 @@ def git_state(cwd: Path | None = None) -> dict:
 
 
 def environment(device: torch.device | None = None) -> dict:
-    from rdbench.device import device_name
+    from rdbench.engine.device import device_name
 
     env = {"rdbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "torchvision": torchvision.__version__, "cuda": torch.version.cuda,

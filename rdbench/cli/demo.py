@@ -38,7 +38,7 @@ def teacher_weights(backbone: str) -> str:
 def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool = True,
              device: str = "auto") -> list[dict]:
     from rdbench.data.synthetic import make_synthetic
-    from rdbench.run import run_one
+    from rdbench.engine.run import run_one
 
     out = Path(out)
     data_root = out / "data"
@@ -70,7 +70,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
 
 
 def _profile(out: Path, settings: DemoSettings, weights: str, device: str) -> None:
-    from rdbench.profile import profile, save_profile
+    from rdbench.perf.profile import profile, save_profile
 
     try:
         result = profile(settings.backbone, image_size=settings.image_size, batch_size=8, device=device,

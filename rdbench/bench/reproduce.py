@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rdbench.bench.tables import GridOptions, PaperTable, format_table
 from rdbench.config import RunConfig
-from rdbench.protocol import get_protocol
-from rdbench.tables import MVTEC_TRAIN_COUNTS, GridOptions, PaperTable, format_table
+from rdbench.data.mvtec import MVTEC_TRAIN_COUNTS
+from rdbench.engine.protocol import get_protocol
 
 # Training cost, seconds per image per epoch at 256 px, batch 16, teacher features cached (every epoch
 # after the first): `rdbench profile --batch-size 16` on the 2-core CI CPU (torch 2.14) measured 0.105,
@@ -93,7 +94,7 @@ def save_sweep(results_dir: Path, tables: list[PaperTable], opts: GridOptions) -
     import json
     from datetime import datetime, timezone
 
-    from rdbench.records import write_record
+    from rdbench.records.store import write_record
 
     options = dataclasses.asdict(opts)
     digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -124,6 +125,6 @@ def load_sweeps(results_dir: Path) -> list[tuple[str, GridOptions]]:
 
 
 def results_records(results_dir: Path) -> list[dict]:
-    from rdbench.records import read_records
+    from rdbench.records.store import read_records
 
     return read_records(results_dir)

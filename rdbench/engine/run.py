@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.device import check_amp, resolve_device
-from rdbench.gallery import make_gallery
+from rdbench.engine.device import check_amp, resolve_device
+from rdbench.engine.gallery import make_gallery
+from rdbench.engine.protocol import get_protocol
+from rdbench.engine.train import TrainingError, save_model, train
 from rdbench.models.rd import build_rd_model
-from rdbench.protocol import get_protocol
-from rdbench.records import check_writable, environment, new_record, record_path, write_record
-from rdbench.train import TrainingError, save_model, train
+from rdbench.records.store import check_writable, environment, new_record, record_path, write_record
 
 
 def checkpoint_paths(results_dir: Path, config: RunConfig) -> tuple[Path, Path]:

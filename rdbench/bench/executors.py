@@ -22,10 +22,10 @@ from typing import Any, Protocol
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.device import resolve_device
-from rdbench.records import check_writable, new_record, read_record, record_path
-from rdbench.registry import Registry
-from rdbench.run import execute_run, store_record
+from rdbench.engine.device import resolve_device
+from rdbench.engine.run import execute_run, store_record
+from rdbench.records.store import check_writable, new_record, read_record, record_path
+from rdbench.registry import Registry, load_plugins
 
 Store = Callable[[int, dict], None]  # (index into the configs, record) -> written on the driver
 
@@ -221,6 +221,7 @@ def run_in_task(config_dict: dict, threads: int | None) -> dict:
     driver): no resume checkpoints, no kept model; only the record comes back."""
     if threads is not None:
         torch.set_num_threads(threads)
+    load_plugins()  # a fresh worker process: the protocols register here as they did on the driver
     with tempfile.TemporaryDirectory(prefix="rdbench-") as workdir:
         # progress off: tqdm bars of many workers interleave into noise on the driver
         return execute_run(RunConfig.from_dict(config_dict), workdir, progress=False, keep_model=False,

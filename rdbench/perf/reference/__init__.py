@@ -1,6 +1,6 @@
 """Reference mode: the authors' procedure, done the way their code does it (hq-deng/RD4AD, commit 6554076,
 ``test.py`` and ``main.py``), restated on rdbench's models and datasets. It exists to measure what
-rdbench's fast path saves (``rdbench.profile``, ``tests/benchmarks``) and to check that the fast path
+rdbench's fast path saves (``rdbench.perf.profile``, ``tests/benchmarks``) and to check that the fast path
 computes the same numbers (``tests/test_reference.py``). It is slow on purpose: do not use it for runs.
 
 What the authors do, and what is restated here:
@@ -23,11 +23,11 @@ What the authors do, and what is restated here:
 
 Deliberate differences, each needed to compare with rdbench or to run on today's libraries:
 
-* Batch order: rdbench's seeded generator (one ``randperm`` per epoch, as ``rdbench.train``), so both
+* Batch order: rdbench's seeded generator (one ``randperm`` per epoch, as ``rdbench.engine.train``), so both
   loops see the same batches; the authors' DataLoader draws from the global RNG.
 * ``df.append`` (removed in pandas 2) is ``pd.concat`` of a one-row frame; ``np.bool`` is ``bool``.
 * Where their ``compute_pro`` crashes or returns NaN, rdbench's documented rules apply (see
-  ``rdbench.metrics.pro_auc``): constant map -> 0, no threshold with FPR < 0.3 -> 0, largest kept
+  ``rdbench.metrics.core.pro_auc``): constant map -> 0, no threshold with FPR < 0.3 -> 0, largest kept
   FPR 0 -> the largest kept PRO, a single kept point -> 0, a mask without normal pixels -> FPR 0.
 * Metrics are not rounded to 3 decimals (they round when printing).
 * ``layers`` may select a subset of layers (Table 7); the authors always use all three.
@@ -102,13 +102,9 @@ def build_reference_model(backbone: str, weights: str = "imagenet", bottleneck: 
     """Build the model as the authors do, drawing the same random numbers as ``build_rd_model``: with the
     same ``torch.manual_seed`` both start from identical weights."""
     spec = BACKBONES.get(backbone)
-    if bottleneck not in BOTTLENECKS:
-        raise ValueError(f"unknown bottleneck {bottleneck!r}; valid bottlenecks: {', '.join(BOTTLENECKS)}")
+    make_neck = BOTTLENECKS.get(bottleneck)  # unknown names fail here, listing the valid ones
     resnet, _info = build_teacher(backbone, weights)
-    if bottleneck == "pre+oce+mff":
-        neck: nn.Module = OCBE(spec.block, spec.ocbe_blocks, spec.base_width)
-    else:
-        neck = Layer4Bottleneck(resnet.layer4, trainable=(bottleneck == "pre+oce"))
+    neck = make_neck(spec, resnet)
     decoder = Decoder(spec.block, spec.decoder_layers, spec.base_width)
     return ReferenceModel(ReferenceEncoder(resnet), neck, decoder, backbone)
 
@@ -323,7 +319,7 @@ def reference_evaluate(model: ReferenceModel, dataset: Dataset, layers: tuple[in
                        with_pro_mvtec: bool = True) -> ReferenceEvalResult:
     """The authors' ``evaluation`` on a dataset of ``TestItem``s (image, mask, label, ...); the MVTec PRO
     (MVTec's script, over all maps) is added so the result has the same four metrics as
-    ``rdbench.evaluate.evaluate``."""
+    ``rdbench.engine.evaluate.evaluate``."""
     device = torch.device(device)
     model.to(device)
     model.bn.eval()
@@ -378,7 +374,7 @@ def reference_train(model: ReferenceModel, dataset: Dataset, config: RunConfig, 
                     on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """The authors' training loop on ``model`` (in place) -> per-epoch mean of batch losses. Batches follow
     rdbench's seeded order (``config.seed``); images are read from ``dataset`` per batch. Like the authors'
-    DataLoader it keeps a last batch of one image (``rdbench.train`` drops it at 32 px, where train-mode
+    DataLoader it keeps a last batch of one image (``rdbench.engine.train`` drops it at 32 px, where train-mode
     batch norm on a 1x1 bottleneck fails), so compare the two at 64 px and above."""
     if config.loss != "flat":
         raise ValueError("the authors' code has only the flattened cosine loss (loss='flat')")
