@@ -9,6 +9,7 @@ The paper measured on an Intel i7 CPU.
 from __future__ import annotations
 
 from rdbench.bench.tables import MVTEC_ALL, GridOptions, GridRun, PaperTable, limit, paper_numbers, register_table
+from rdbench.records.schema import RunRecord
 
 from .mvtec import mvtec_config
 
@@ -42,8 +43,8 @@ class Table3(PaperTable):
         table = paper_numbers()[self.paper_key]
         return table["rows"][ROW][table["columns"].index(self.paper_columns[metric])]
 
-    def value(self, record: dict, metric: str) -> float | None:
-        timings = record.get("timings") or {}
+    def value(self, record: RunRecord, metric: str) -> float | None:
+        timings = record.timings
         if metric == "inference_time_s":
             rate = timings.get("eval_images_per_s")
             return 1.0 / rate if rate else None

@@ -10,7 +10,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from rdbench.registry import unknown_choice
+
 AMP_CHOICES = ("none", "bf16", "fp16")  # RunConfig.amp; the dtypes are in rdbench.engine.device
+EVAL_PROTOCOLS = ("final", "paper")  # RunConfig.eval_protocol
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,11 @@ class RunConfig:
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 (the OCBE works at 1/32), got {self.image_size}")
         if self.amp not in AMP_CHOICES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+            raise ValueError(unknown_choice("amp", self.amp, AMP_CHOICES))
         if self.feature_cache_gb is not None and self.feature_cache_gb < 0:
             raise ValueError(f"feature_cache_gb must be >= 0 (0 = no cache), got {self.feature_cache_gb}")
-        if self.eval_protocol not in ("final", "paper"):
-            raise ValueError(f"eval_protocol must be 'final' or 'paper', got {self.eval_protocol!r}")
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise ValueError(unknown_choice("eval protocol", self.eval_protocol, EVAL_PROTOCOLS))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

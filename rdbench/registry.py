@@ -15,6 +15,12 @@ T = TypeVar("T")
 PROTOCOL_PLUGINS = "rdbench.protocols"
 
 
+def unknown_choice(kind: str, value: object, valid) -> str:
+    """The one wording of a bad name anywhere in rdbench (registries, config fields, command-line options)."""
+    plural = kind[:-1] + "ies" if kind.endswith("y") and not kind.endswith("ey") else kind + "s"
+    return f"unknown {kind} {value!r}; valid {plural}: {', '.join(map(str, valid))}"
+
+
 def _definition(obj: object) -> tuple[str, str] | None:
     """Where ``obj`` (or, for an instance, its class) was defined: the same definition imported twice (a reload,
     a module reached under two names) registers harmlessly, a different one under a taken name does not."""
@@ -56,9 +62,7 @@ class Registry(Generic[T]):
             if not self._items and self.empty_hint:
                 raise ValueError(f"unknown {self.kind} {name!r}: no {self.kind}s are registered; "
                                  f"{self.empty_hint}") from None
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
-            ) from None
+            raise ValueError(unknown_choice(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -10,14 +10,15 @@ from typer.testing import CliRunner
 from rdbench.bench.baseline import cell_key, check, save_baseline
 from rdbench.cli.app import app
 from rdbench.config import RunConfig
+from rdbench.records.schema import RunRecord
 from rdbench.records.store import record_path, write_record
 
 runner = CliRunner()
 
 
 def _write(results, config: RunConfig, **metrics):
-    rec = {"config": config.to_dict(), "config_hash": config.hash(), "status": "ok", "metrics": metrics,
-           "environment": {"commit": "abc"}}
+    rec = RunRecord.new(config)
+    rec.status, rec.metrics, rec.environment = "ok", metrics, {"commit": "abc"}
     write_record(rec, record_path(results, config))
     return rec
 

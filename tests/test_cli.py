@@ -91,7 +91,7 @@ def test_unwritable_results_folder(tiny_mvtec, tmp_path):
     assert res.exit_code == 2 and "choose a writable --results folder" in res.output
 
 
-@pytest.mark.parametrize("args,message", [(["--categories", "brick,moon"], "unknown synthetic categories moon"),
+@pytest.mark.parametrize("args,message", [(["--categories", "brick,moon"], "unknown synthetic category 'moon'"),
                                           (["--epochs", "0"], "--epochs must be >= 1")])
 def test_demo_bad_options(tmp_path, args, message):
     res = _run("demo", "--out", tmp_path, *args)
@@ -142,7 +142,7 @@ def test_profile_rejects_bad_size():
 
 def test_run_and_reproduce_reject_unknown_amp(tiny_mvtec, tmp_path):
     res = _run("run", "--data-root", tiny_mvtec, "--category", "carpet", "--amp", "fp32", "--results", tmp_path)
-    assert res.exit_code == 2 and "amp must be one of none, bf16, fp16" in res.output, res.output
+    assert res.exit_code == 2 and "unknown amp 'fp32'; valid amps: none, bf16, fp16" in res.output, res.output
     res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--amp", "fp32", "--dry-run")
     assert res.exit_code == 2 and "valid amps: none, bf16, fp16" in res.output, res.output
     res = _run("reproduce", "--table", "1", "--data-root", tiny_mvtec, "--feature-cache-gb", "-1", "--dry-run")

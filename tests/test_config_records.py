@@ -6,7 +6,8 @@ import os
 import pytest
 
 from rdbench.config import RunConfig
-from rdbench.records.store import read_records, record_filename, write_record
+from rdbench.records.schema import RunRecord
+from rdbench.records.store import read_records, record_filename, write_json, write_record
 
 
 def test_hash_stable_and_ignores_device():
@@ -56,14 +57,14 @@ def test_unknown_field_rejected():
 
 def test_atomic_write_keeps_old_record_on_failure(tmp_path):
     path = tmp_path / "runs" / record_filename(RunConfig())
-    write_record({"config": {}, "status": "ok", "n": 1}, path)
+    write_json({"config": {}, "status": "ok", "n": 1}, path)
 
     class Boom:  # json.dump fails half-way through
         def __repr__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(TypeError):
-        write_record({"config": {}, "status": "ok", "bad": Boom()}, path)
+        write_json({"config": {}, "status": "ok", "bad": Boom()}, path)
     assert json.loads(path.read_text())["n"] == 1
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
 
@@ -77,22 +78,25 @@ def test_unwritable_results_dir_is_a_clear_error(tmp_path):
         (tmp_path / "ro").mkdir(mode=0o500)
         bad = tmp_path / "ro" / "runs" / "r.json"
     with pytest.raises(OSError, match="choose a writable --results folder"):
-        write_record({"config": {}, "status": "ok"}, bad)
+        write_record(RunRecord.new(RunConfig()), bad)
 
 
-def test_read_records_skips_corrupt(tmp_path, capsys):
+def test_read_records_skips_corrupt(tmp_path):
     runs = tmp_path / "runs"
-    write_record({"config": {"a": 1}, "status": "ok"}, runs / "good.json")
+    good = RunRecord.new(RunConfig(category="grid"))
+    write_record(good, runs / "good.json")
     (runs / "broken.json").write_text("{ not json")
     (runs / "other.json").write_text("[1, 2]")
-    recs = read_records(tmp_path)
-    assert recs == [{"config": {"a": 1}, "status": "ok"}]
-    err = capsys.readouterr().err
-    assert "broken.json" in err and "other.json" in err
+    (runs / "badconfig.json").write_text('{"config": {"epoch": 3}, "status": "ok"}')
+    with pytest.warns(UserWarning) as caught:
+        recs = read_records(tmp_path)
+    assert [r.to_dict() for r in recs] == [good.to_dict()]
+    said = " ".join(str(w.message) for w in caught)
+    assert "broken.json" in said and "other.json" in said and "badconfig.json" in said and "epoch" in said
 
 
 def test_records_are_world_readable(tmp_path):
-    path = write_record({"config": {}, "status": "ok"}, tmp_path / "runs" / "r.json")
+    path = write_record(RunRecord.new(RunConfig()), tmp_path / "runs" / "r.json")
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask

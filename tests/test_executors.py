@@ -1,4 +1,5 @@
-"""Executors: pending(), the local executor (in-process and per-GPU processes) and a real local Ray cluster."""
+"""Executors: pending(), the local executor (in-process; Ray on this machine for several GPUs) and a real local
+Ray cluster."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 
 import rdbench.bench.executors as ex
 from rdbench.config import RunConfig
-from rdbench.records.store import new_record, record_path, write_record
+from rdbench.records.schema import RunRecord
+from rdbench.records.store import record_path, write_record
 
 
 def _config(root, **kw) -> RunConfig:
@@ -23,15 +25,17 @@ def _config(root, **kw) -> RunConfig:
 
 
 def _write(results: Path, config: RunConfig, status: str) -> Path:
-    return write_record({**new_record(config), "status": status}, record_path(results, config))
+    record = RunRecord.new(config)
+    record.status = status
+    return write_record(record, record_path(results, config))
 
 
-def _same_numbers(a: dict, b: dict) -> None:
-    assert a["status"] == b["status"] == "ok", (a.get("error"), b.get("error"))
-    assert a["config_hash"] == b["config_hash"]
-    assert a["metrics"] == b["metrics"]
-    assert a["per_image"] == b["per_image"]
-    assert a["loss_curve"] == b["loss_curve"]
+def _same_numbers(a: RunRecord, b: RunRecord) -> None:
+    assert a.status == b.status == "ok", (a.error, b.error)
+    assert a.config_hash == b.config_hash
+    assert a.metrics == b.metrics
+    assert a.per_image == b.per_image
+    assert a.loss_curve == b.loss_curve
 
 
 # --- pending ------------------------------------------------------------------------------------------------
@@ -60,12 +64,12 @@ def test_local_writes_ok_and_failed_records(tiny_mvtec, tmp_path):
     threads_before = torch.get_num_threads()
     recs = ex.run_configs(configs, tmp_path, progress=False, on_record=seen.append, threads=1)
     assert torch.get_num_threads() == threads_before  # restored after the sweep
-    assert [r["status"] for r in recs] == ["ok", "failed"]
-    assert "zipper" in recs[1]["error"]
-    assert [r["config_hash"] for r in seen] == [c.hash() for c in configs]
+    assert [r.status for r in recs] == ["ok", "failed"]
+    assert "zipper" in recs[1].error
+    assert [r.config_hash for r in seen] == [c.hash() for c in configs]
     for config, rec in zip(configs, recs):
         on_disk = json.loads(record_path(tmp_path, config).read_text())
-        assert on_disk["status"] == rec["status"] and on_disk["record_path"] == rec["record_path"]
+        assert on_disk["status"] == rec.status and on_disk["record_path"] == rec.record_path
     assert ex.pending(configs, tmp_path) == [configs[1]]
 
 
@@ -77,36 +81,32 @@ def test_unknown_executor_and_misplaced_address(tmp_path):
     assert ex.run_configs([], tmp_path, executor="ray") == []  # nothing to do: no cluster started
 
 
-def test_split_over_devices_round_robin_and_pinning():
-    configs = [_config("/d", seed=s, device=d) for s, d in
-               enumerate(["auto", "cuda", "cpu", "auto", "cuda:1", "cuda:5", "auto"])]
-    slots = ex.split_over_devices(configs, 2)
-    assert [[i for i, _ in s] for s in slots] == [[0, 3], [1, 4, 6], [2, 5]]
-    assert [[c.device for _, c in s] for s in slots] == [["cuda:0", "cuda:0"], ["cuda:1", "cuda:1", "cuda:1"],
-                                                         ["cpu", "cuda:5"]]
-    assert all(c.hash() == configs[i].hash() for s in slots for i, c in s)  # pinning keeps the run's id
-    assert ex.split_over_devices([], 4) == [[], [], [], [], []]
-
-
-def test_local_multi_gpu_path_on_cpu(tiny_mvtec, tmp_path, monkeypatch):
-    """Pretend two GPUs: the auto config is pinned to cuda:0 in its own spawned process (where it fails, there
-    being no CUDA here) and the cpu config runs in another; both recorded by the driver."""
+def test_local_with_several_gpus_runs_on_ray_on_this_machine(tiny_mvtec, tmp_path, monkeypatch):
+    """Pretend two GPUs: the local executor hands the sweep to Ray on this machine (no address: ray.init() there
+    sees the GPUs and gives each task one) instead of a scheduler of its own."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    configs = [_config(tiny_mvtec, device="auto"), _config(tiny_mvtec, category="bottle")]
+    calls = []
+
+    def fake_ray(configs, results_dir, store, *, address, progress, threads):
+        calls.append((len(configs), address))
+        for i, config in enumerate(configs):
+            store(i, ex.failed_record(config, "FakeRay: not run"))
+
+    monkeypatch.setattr(ex, "ray_executor", fake_ray)
+    monkeypatch.setattr(ex, "_import_ray", lambda: object())
+    configs = [_config(tiny_mvtec, device="auto"), _config(tiny_mvtec, category="bottle", device="auto")]
     recs = ex.run_configs(configs, tmp_path, progress=False)
-    assert [r["config"]["device"] for r in recs] == ["cuda:0", "cpu"]
-    assert [r["status"] for r in recs] == ["failed", "ok"]
-    assert "CUDA" in recs[0]["error"]
-    assert all(Path(r["record_path"]).is_file() for r in recs)
+    assert calls == [(2, None)] and [r.error for r in recs] == ["FakeRay: not run"] * 2
 
 
-def test_local_process_that_dies_gets_failed_record(tmp_path, monkeypatch):
-    """A job the worker can't even load (unknown config field) kills the process before it reports."""
-    real_to_dict = RunConfig.to_dict
-    monkeypatch.setattr(RunConfig, "to_dict", lambda self: {**real_to_dict(self), "no_such_field": 1})
-    store: dict[int, dict] = {}
-    ex.run_in_processes([[(0, _config("/d"))]], tmp_path, store.__setitem__, progress=False, threads=1)
-    assert store[0]["status"] == "failed" and "exited with code 1" in store[0]["error"]
+def test_local_with_several_gpus_and_no_ray_runs_in_turn_and_says_so(tiny_mvtec, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    configs = [_config(tiny_mvtec, category="zipper", device="cpu"), _config(tiny_mvtec, category="zipper", seed=8)]
+    configs[0] = configs[0].replace(device="auto")
+    with pytest.warns(UserWarning, match=r"2 GPUs visible but Ray is not installed"):
+        recs = ex.run_configs(configs, tmp_path, progress=False)
+    assert [r.status for r in recs] == ["failed", "failed"] and "zipper" in recs[1].error
 
 
 # --- ray ----------------------------------------------------------------------------------------------------
@@ -169,12 +169,12 @@ def test_ray_runs_in_parallel_and_records_failures(ray_cluster, tiny_mvtec, tmp_
     configs = [_config(tiny_mvtec), _config(tiny_mvtec, category="zipper")]
     seen = []
     recs = ex.run_configs(configs, tmp_path / "res", executor="ray", progress=False, on_record=seen.append)
-    assert [r["status"] for r in recs] == ["ok", "failed"], [r.get("error") for r in recs]
-    assert "zipper" in recs[1]["error"] and len(seen) == 2
+    assert [r.status for r in recs] == ["ok", "failed"], [r.error for r in recs]
+    assert "zipper" in recs[1].error and len(seen) == 2
     for config, rec in zip(configs, recs):
         on_disk = json.loads(record_path(tmp_path / "res", config).read_text())
-        assert on_disk["status"] == rec["status"] and on_disk["error"] == rec["error"]
-    assert recs[0]["environment"]["threads"] == 1 and "model_path" not in recs[0]
+        assert on_disk["status"] == rec.status and on_disk["error"] == rec.error
+    assert recs[0].environment["threads"] == 1 and recs[0].model_path is None
     assert not (tmp_path / "res" / "checkpoints").exists()  # the workdir was the worker's temp folder
 
 
@@ -193,13 +193,13 @@ def test_ray_task_crash_and_task_error_become_failed_records(ray_cluster, tiny_m
     monkeypatch.setattr(ex, "run_in_task", task)
     configs = [_config(tiny_mvtec, category="bottle"), _config(tiny_mvtec, seed=8), _config(tiny_mvtec)]
     recs = ex.run_configs(configs, tmp_path, executor="ray", progress=False)
-    assert [r["status"] for r in recs] == ["failed", "failed", "ok"]
-    assert recs[0]["error"].startswith("WorkerCrashedError: "), recs[0]["error"]
-    assert "environment" not in recs[0]  # the driver can't know the dead worker's
-    assert recs[1]["error"] == "RayTaskError: RuntimeError: boom in the task"
-    assert "\x1b" not in recs[1]["traceback"] and "raise RuntimeError" in recs[1]["traceback"]
+    assert [r.status for r in recs] == ["failed", "failed", "ok"]
+    assert recs[0].error.startswith("WorkerCrashedError: "), recs[0].error
+    assert not recs[0].environment  # the driver can't know the dead worker's
+    assert recs[1].error == "RayTaskError: RuntimeError: boom in the task"
+    assert "\x1b" not in recs[1].traceback and "raise RuntimeError" in recs[1].traceback
     for config, rec in zip(configs, recs):
-        assert json.loads(record_path(tmp_path, config).read_text())["status"] == rec["status"]
+        assert json.loads(record_path(tmp_path, config).read_text())["status"] == rec.status
 
 
 def test_ray_sweep_equals_local_sweep(ray_cluster, tiny_mvtec, tmp_path):

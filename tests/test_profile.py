@@ -1,8 +1,11 @@
-"""rdbench.perf.profile: the documented result on a tiny setting, the options, the bf16 effect."""
+"""rdbench.perf.profile: the documented result on a tiny setting, the options, the bf16 effect; the sampled
+peak memory of rdbench.perf.rss against the kernel's high-water mark."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -51,3 +54,39 @@ def test_profile_reports_amp_effect():
     a = r["amp_effect"]
     assert a["dtype"] == "torch.bfloat16" and 0 <= a["max_abs_map_diff_relative_to_range"] < 0.1
     assert r["fast_settings"]["amp"] == "bf16"
+
+
+# Runs in a fresh interpreter, so that VmHWM (the process's lifetime peak) is the peak of this allocation:
+# nothing before it (interpreter start, imports) comes near base + 200 MB.
+_PEAK_WORKER = """
+import json, sys
+from rdbench.perf.rss import RssSampler
+sampler = RssSampler().start()
+import numpy as np
+import torch
+
+def vm_hwm_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+
+sampler.reset()
+base = sampler.rss_mb()
+n = 200 * 2**20
+if sys.argv[1] == "numpy":
+    buf = np.ones(n // 8)  # every page written
+    del buf
+else:
+    torch.ones(n // 4).sum()  # the buffer lives only inside this expression
+print(json.dumps({"base": base, "sampled": sampler.peak_mb(), "hwm": vm_hwm_mb(), "end": sampler.rss_mb()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_sampled_peak_matches_the_kernels_high_water_mark(kind):
+    out = subprocess.run([sys.executable, "-c", _PEAK_WORKER, kind], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.splitlines()[-1])
+    assert r["end"] < r["base"] + 100, r  # freed again: only a sampler that ran during it can see the peak
+    assert abs(r["sampled"] - r["hwm"]) <= 0.03 * r["hwm"], r
+    assert abs((r["sampled"] - r["base"]) - (r["hwm"] - r["base"])) <= 0.05 * 200, r

@@ -15,7 +15,8 @@ import pytest
 from rdbench.bench.reproduce import save_sweep
 from rdbench.bench.tables import GridOptions, get_table
 from rdbench.engine.gallery import _png
-from rdbench.records.store import write_record
+from rdbench.records.schema import RunRecord
+from rdbench.records.store import write_json, write_record
 from rdbench.report import render_report
 
 # Table 1-3 sweep: two seeds, three categories, 2 epochs (hashes differ from the paper's 200-epoch runs)
@@ -53,27 +54,27 @@ def _gallery(rng: np.random.Generator) -> list[dict]:
              "image_png": _png(img), "map_png": _png(heat)}]
 
 
-def record(config, status: str = "ok", teacher: str = "imagenet", **metrics) -> dict:
-    """A run record as run.execute_run writes it, with made-up numbers (fractions, like real records)."""
+def record(config, status: str = "ok", teacher: str = "imagenet", **metrics) -> RunRecord:
+    """A run record as run.execute_run makes it, with made-up numbers (fractions, like real records)."""
     rng = np.random.default_rng(config.seed)
     labels = [0] * 10 + [1] * 20
-    rec = {"schema_version": 1, "config": config.to_dict(), "config_hash": config.hash(), "seed": config.seed,
-           "status": status, "error": None, "environment": ENV,
-           "teacher_weights": {"kind": teacher, "name": "IMAGENET1K_V1" if teacher == "imagenet" else "none",
-                               "sha256": "f37072fd" * 8 if teacher == "imagenet" else None},
-           "loss_curve": [1.0 / (e + 1) for e in range(config.epochs)]}
+    rec = RunRecord.new(config)
+    rec.status, rec.environment = status, dict(ENV)
+    rec.teacher_weights = {"kind": teacher, "name": "IMAGENET1K_V1" if teacher == "imagenet" else "none",
+                           "sha256": "f37072fd" * 8 if teacher == "imagenet" else None}
+    rec.loss_curve = [1.0 / (e + 1) for e in range(config.epochs)]
     if status != "ok":
-        rec["error"] = "RuntimeError: CUDA out of memory -- hint: lower --batch-size"
+        rec.error = "RuntimeError: CUDA out of memory -- hint: lower --batch-size"
         return rec
-    rec.update(metrics={"image_auroc": 0.95, "pixel_auroc": 0.96, "pro_rd4ad": 0.9, "pro_mvtec": 0.88, **metrics},
-               per_image={"label": labels, "score": list(rng.normal(0, 1, 10)) + list(rng.normal(2, 1, 20))},
-               timings={"train_s": 12.0, "eval_s": 2.0, "eval_images_per_s": 4.0, "eval_peak_memory_mb": 400.0})
+    rec.metrics = {"image_auroc": 0.95, "pixel_auroc": 0.96, "pro_rd4ad": 0.9, "pro_mvtec": 0.88, **metrics}
+    rec.per_image = {"label": labels, "score": list(rng.normal(0, 1, 10)) + list(rng.normal(2, 1, 20))}
+    rec.timings = {"train_s": 12.0, "eval_s": 2.0, "eval_images_per_s": 4.0, "eval_peak_memory_mb": 400.0}
     if config.eval_protocol == "paper":
         curve = [{"epoch": e, "image_auroc": 0.9 + e / 400, "pixel_auroc": 0.95} for e in (10, 20)]
         curve[0]["image_auroc"] = 0.99  # the best epoch is an early one: optimistic differs from final
-        rec["metric_curve"] = curve
-        rec["best_epoch_metrics"] = {"optimistic": True, "image_auroc": {"value": 0.99, "epoch": 10},
-                                     "pixel_auroc": {"value": 0.95, "epoch": 10}}
+        rec.metric_curve = curve
+        rec.best_epoch_metrics = {"optimistic": True, "image_auroc": {"value": 0.99, "epoch": 10},
+                                  "pixel_auroc": {"value": 0.95, "epoch": 10}}
     return rec
 
 
@@ -86,15 +87,15 @@ def make_results(root: Path) -> Path:
             record(by[("carpet", "RD@128", 111)], image_auroc=0.985),
             record(by[("bottle", "RD", 111)], teacher="random", image_auroc=0.80),
             record(by[("grid", "RD", 111)], status="failed")]
-    recs[0]["gallery"] = _gallery(np.random.default_rng(0))
+    recs[0].gallery = _gallery(np.random.default_rng(0))
     t5 = {(g.column, g.config.seed): g.config for g in get_table("5").grid(PAPER_OPTS)}
     recs.append(record(t5[("Pre+OCE+MFF", 111)], image_auroc=0.975))
     # a bf16 run of carpet/RD: another config hash, so it must not enter the float32 cell (98.0 +- 1.4)
     recs.append(record(by[("carpet", "RD", 111)].replace(amp="bf16"), image_auroc=0.5))
     for i, rec in enumerate(recs):
-        write_record(rec, root / "runs" / f"run{i:02d}_{rec['config_hash']}.json")
+        write_record(rec, root / "runs" / f"run{i:02d}_{rec.config_hash}.json")
     (root / "runs" / "broken_record.json").write_text('{"config": {"protocol": "mvt')  # a crash mid-write
-    write_record(PROFILE, root / "profiles" / "wide_resnet50_2_256px_cpu_20261129T000000.json")
+    write_json(PROFILE, root / "profiles" / "wide_resnet50_2_256px_cpu_20261129T000000.json")
     save_sweep(root, [get_table(k) for k in ("1", "2", "3")], OPTS)
     save_sweep(root, [get_table("5")], PAPER_OPTS)
     return root
@@ -230,13 +231,15 @@ def test_empty_results_dir(tmp_path):
 def test_odd_records_cost_a_figure_not_the_report(tmp_path):
     """Readable JSON with missing or malformed parts: the page still renders, and says what it left out."""
     configs = [g.config for g in get_table("1").grid(GridOptions(limit_categories=("wood",)))]
-    bare = {"config": configs[0].to_dict(), "config_hash": configs[0].hash(), "status": "ok"}  # no metrics etc.
+    bare = RunRecord.from_dict({"config": configs[0].to_dict(), "config_hash": configs[0].hash(),
+                                "status": "ok"})  # no metrics etc.
     odd = record(configs[1], image_auroc=float("nan"))
-    odd["gallery"] = [{"image_png": "not base64!", "map_png": "", "label": 1}]
-    odd["metric_curve"] = ["not a dict"]
-    odd["per_image"] = {"label": [0, 1], "score": [None, 1.0]}
-    for i, rec in enumerate([bare, odd, {"config": "mvtec", "status": "ok"}]):
+    odd.gallery = [{"image_png": "not base64!", "map_png": "", "label": 1}]
+    odd.metric_curve = ["not a dict"]
+    odd.per_image = {"label": [0, 1], "score": [None, 1.0]}
+    for i, rec in enumerate([bare, odd]):
         write_record(rec, tmp_path / "res" / "runs" / f"r{i}.json")
+    write_json({"config": "mvtec", "status": "ok"}, tmp_path / "res" / "runs" / "r2.json")  # not a record
     html = render_report(tmp_path / "res", tmp_path / "out").read_text()
     assert "metric curves not drawn" in html and "without config/config_hash: " in html and "r2.json" in html
     assert _row(html, "table1", "wood") == "\u2014 99.2 \u2014 98.8"  # NaN and no metrics: missing, not 0

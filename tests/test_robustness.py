@@ -17,7 +17,8 @@ import torch
 
 from rdbench.config import RunConfig
 from rdbench.engine.run import run_one
-from rdbench.records.store import read_records, write_record
+from rdbench.records.schema import RunRecord
+from rdbench.records.store import read_records, write_json, write_record
 
 SMALL = ["--backbone", "resnet18", "--weights", "none", "--batch-size", "2", "--no-progress", "--device", "cpu"]
 
@@ -81,16 +82,20 @@ def test_killed_training_resumes_to_the_same_result(tiny_mvtec, tmp_path):
     (path,) = _json_files(res / "runs")
     rec = json.loads(path.read_text())
     assert rec["timings"]["resumed_from_epoch"] >= 1
-    assert rec["loss_curve"] == ref["loss_curve"] and rec["metrics"] == ref["metrics"]
+    assert rec["loss_curve"] == ref.loss_curve and rec["metrics"] == ref.metrics
+
+
+def _record(worker: int, i: int, pad: str) -> RunRecord:
+    rec = RunRecord.new(RunConfig(category=f"w{worker}", seed=i))
+    rec.status, rec.unknown = "ok", {"worker": worker, "i": i, "pad": pad * 20000}
+    return rec
 
 
 def _writer(args):
     folder, worker, n = args
     for i in range(n):
-        write_record({"config": {}, "status": "ok", "worker": worker, "i": i, "pad": "x" * 20000},
-                     Path(folder) / "runs" / f"w{worker}_{i}.json")
-        write_record({"config": {}, "status": "ok", "worker": worker, "i": i, "pad": "y" * 20000},
-                     Path(folder) / "runs" / "shared.json")
+        write_record(_record(worker, i, "x"), Path(folder) / "runs" / f"w{worker}_{i}.json")
+        write_record(_record(worker, i, "y"), Path(folder) / "runs" / "shared.json")
     return worker
 
 
@@ -99,8 +104,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         assert sorted(pool.map(_writer, [(str(tmp_path), w, 15) for w in range(4)])) == [0, 1, 2, 3]
     records = read_records(tmp_path)
     assert len(records) == 4 * 15 + 1
-    assert {(r["worker"], r["i"]) for r in records if r["pad"][0] == "x"} == {(w, i) for w in range(4)
-                                                                             for i in range(15)}
+    assert {(r.unknown["worker"], r.unknown["i"]) for r in records if r.unknown["pad"][0] == "x"} == {
+        (w, i) for w in range(4) for i in range(15)}
     assert not [p for p in (tmp_path / "runs").iterdir() if not p.name.endswith(".json")]  # no temp left
 
 
@@ -113,13 +118,13 @@ def test_cuda_out_of_memory_becomes_failed_record_with_hint(tiny_mvtec, tmp_path
     monkeypatch.setattr(run_mod, "train", oom)
     rec = run_one(RunConfig(protocol="mvtec", data_root=str(tiny_mvtec), category="carpet", backbone="resnet18",
                             weights="none", epochs=1, image_size=64, device="cpu"), tmp_path, progress=False)
-    assert rec["status"] == "failed" and "out of memory" in rec["error"]
-    assert "lower --batch-size or --image-size" in rec["error"]
+    assert rec.status == "failed" and "out of memory" in rec.error
+    assert "lower --batch-size or --image-size" in rec.error
 
 
 def test_disk_full_is_an_error_and_earlier_records_stay(tmp_path, monkeypatch):
     path = tmp_path / "runs" / "r.json"
-    write_record({"config": {}, "status": "ok", "n": 1}, path)
+    write_json({"config": {}, "status": "ok", "n": 1}, path)
     real_fsync = os.fsync
 
     def full(fd):
@@ -127,7 +132,7 @@ def test_disk_full_is_an_error_and_earlier_records_stay(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        write_record({"config": {}, "status": "ok", "n": 2}, path)
+        write_json({"config": {}, "status": "ok", "n": 2}, path)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert json.loads(path.read_text())["n"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rdbench.bench.tables import MVTEC_ALL, GridOptions, all_tables, format_table, get_table, paper_numbers
+from rdbench.records.schema import RunRecord
 
 OPTS = GridOptions(data_root="/data/mvtec", novelty_root="/nowhere")
 SHARED_TABLES = Path(__file__).resolve().parents[2] / "shared" / "paper" / "tables.json"
@@ -92,9 +93,10 @@ def test_stored_paper_numbers_equal_shared_reference():
     assert paper_numbers() == json.loads(SHARED_TABLES.read_text())
 
 
-def _rec(config, **metrics):
-    return {"config_hash": config.hash(), "status": "ok", "metrics": metrics,
-            "teacher_weights": {"kind": "imagenet"}}
+def _rec(config, status="ok", **metrics) -> RunRecord:
+    rec = RunRecord.new(config)
+    rec.status, rec.metrics, rec.teacher_weights = status, metrics, {"kind": "imagenet"}
+    return rec
 
 
 def test_cells_from_records():
@@ -104,9 +106,9 @@ def test_cells_from_records():
     by = {(g.row, g.column, g.config.seed): g.config for g in grid}
     records = [_rec(by[("carpet", "RD", 111)], image_auroc=0.98), _rec(by[("carpet", "RD", 112)], image_auroc=0.96),
                _rec(by[("bottle", "RD", 111)], image_auroc=1.0),
-               {**_rec(by[("grid", "RD", 111)], image_auroc=0.5), "status": "failed"},  # never enters
+               _rec(by[("grid", "RD", 111)], status="failed", image_auroc=0.5),  # never enters
                _rec(by[("grid", "RD", 112)].replace(epochs=3), image_auroc=0.1)]  # another config: ignored
-    records[2]["teacher_weights"] = {"kind": "random"}
+    records[2].teacher_weights = {"kind": "random"}
     cells = {(c.row, c.column): c for c in table.cells(grid, records)}
     carpet = cells[("carpet", "RD")]
     assert carpet.mean == pytest.approx(97.0) and carpet.std == pytest.approx(1.41421356, rel=1e-6)
@@ -128,7 +130,7 @@ def test_table3_values_from_timings():
     table = get_table("3")
     grid = table.grid(GridOptions(limit_categories=("carpet",)))
     rec = _rec(grid[0].config, image_auroc=0.9, pixel_auroc=0.8, pro_rd4ad=0.7)
-    rec["timings"] = {"eval_images_per_s": 4.0, "eval_peak_memory_mb": 300.0}
+    rec.timings = {"eval_images_per_s": 4.0, "eval_peak_memory_mb": 300.0}
     cells = {(c.row, c.metric): c for c in table.cells(grid, [rec])}
     assert cells[("carpet", "inference_time_s")].mean == 0.25
     assert cells[("carpet", "memory_mb")].mean == 300.0
@@ -142,7 +144,7 @@ def test_best_epoch_cells_are_separate_and_labelled():
     table = get_table("1")
     grid = table.grid(opts)
     rec = _rec(grid[0].config, image_auroc=0.90)
-    rec["best_epoch_metrics"] = {"optimistic": True, "image_auroc": {"value": 0.95, "epoch": 40}}
+    rec.best_epoch_metrics = {"optimistic": True, "image_auroc": {"value": 0.95, "epoch": 40}}
     final = {(c.row, c.column): c for c in table.cells(grid, [rec])}
     best = {(c.row, c.column): c for c in table.cells(grid, [rec], source="best")}
     assert final[("carpet", "RD")].mean == pytest.approx(90.0) and best[("carpet", "RD")].mean == pytest.approx(95.0)

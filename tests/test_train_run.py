@@ -24,8 +24,8 @@ def _config(root, **kw):
 
 def test_run_writes_complete_record(tiny_mvtec, tmp_path):
     rec = run_one(_config(tiny_mvtec), tmp_path / "res", progress=False)
-    assert rec["status"] == "ok", rec.get("traceback")
-    on_disk = json.loads((tmp_path / "res" / "runs" / f"mvtec_carpet_resnet18_{rec['config_hash']}.json").read_text())
+    assert rec.status == "ok", rec.traceback
+    on_disk = json.loads((tmp_path / "res" / "runs" / f"mvtec_carpet_resnet18_{rec.config_hash}.json").read_text())
     assert on_disk["config"]["category"] == "carpet" and on_disk["seed"] == 7
     assert set(on_disk["metrics"]) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
     assert all(0 <= v <= 1 for v in on_disk["metrics"].values())
@@ -42,10 +42,10 @@ def test_run_writes_complete_record(tiny_mvtec, tmp_path):
 def test_same_seed_same_metrics_bit_for_bit(tiny_mvtec, tmp_path):
     a = run_one(_config(tiny_mvtec), tmp_path / "a", progress=False)
     b = run_one(_config(tiny_mvtec), tmp_path / "b", progress=False)
-    assert a["metrics"] == b["metrics"] and a["loss_curve"] == b["loss_curve"]
-    assert a["per_image"]["score"] == b["per_image"]["score"]
+    assert a.metrics == b.metrics and a.loss_curve == b.loss_curve
+    assert a.per_image["score"] == b.per_image["score"]
     c = run_one(_config(tiny_mvtec, seed=8), tmp_path / "c", progress=False)
-    assert c["loss_curve"] != a["loss_curve"]
+    assert c.loss_curve != a.loss_curve
 
 
 def _allow_fp16_on_cpu(monkeypatch):
@@ -117,44 +117,44 @@ def test_nan_loss_stops_run_with_epoch(tiny_mvtec, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "distillation_loss", nan_on_third)
     rec = run_one(_config(tiny_mvtec, epochs=3), tmp_path, progress=False)
-    assert rec["status"] == "failed" and rec["failed_epoch"] == 2
-    assert "loss became nan at epoch 2" in rec["error"]
-    assert len(rec["loss_curve"]) == 1  # epoch 1 completed before the NaN; kept
-    assert json.loads((tmp_path / "runs" / f"mvtec_carpet_resnet18_{rec['config_hash']}.json").read_text())[
+    assert rec.status == "failed" and rec.failed_epoch == 2
+    assert "loss became nan at epoch 2" in rec.error
+    assert len(rec.loss_curve) == 1  # epoch 1 completed before the NaN; kept
+    assert json.loads((tmp_path / "runs" / f"mvtec_carpet_resnet18_{rec.config_hash}.json").read_text())[
         "status"] == "failed"
 
 
 def test_missing_category_fails_before_training(tiny_mvtec, tmp_path):
     rec = run_one(_config(tiny_mvtec, category="zipper"), tmp_path, progress=False)
-    assert rec["status"] == "failed"
-    assert "zipper" in rec["error"] and "carpet" in rec["error"]  # names what exists
-    assert "loss_curve" not in rec
+    assert rec.status == "failed"
+    assert "zipper" in rec.error and "carpet" in rec.error  # names what exists
+    assert not rec.loss_curve
 
 
 def test_layer_subset_changes_maps(tiny_mvtec, tmp_path):
     a = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
     b = run_one(_config(tiny_mvtec, epochs=1, layers=(3,)), tmp_path, progress=False)
-    assert a["config_hash"] != b["config_hash"]
-    assert not np.allclose(a["per_image"]["score"], b["per_image"]["score"])
+    assert a.config_hash != b.config_hash
+    assert not np.allclose(a.per_image["score"], b.per_image["score"])
 
 
 def test_rerun_with_resume_after_success_and_failure_keeps_ok_record(tiny_mvtec, tmp_path, monkeypatch):
     cfg = _config(tiny_mvtec, epochs=1)
     first = run_one(cfg, tmp_path, progress=False, resume=True)
-    assert first["status"] == "ok" and first["model_path"].endswith(".model.pt")
+    assert first.status == "ok" and first.model_path.endswith(".model.pt")
     assert not list((tmp_path / "checkpoints").glob("*.resume.pt"))  # removed after success
     again = run_one(cfg, tmp_path, progress=False, resume=True)
-    assert again["status"] == "ok" and again["metrics"] == first["metrics"]
+    assert again.status == "ok" and again.metrics == first.metrics
 
     def broken(*a, **k):
         raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(type(get_protocol("mvtec")), "evaluate", broken)
     failed = run_one(cfg, tmp_path, progress=False)
-    assert failed["status"] == "failed" and "/runs/failed/" in failed["record_path"]
-    kept = json.loads(open(first["record_path"]).read())
+    assert failed.status == "failed" and "/runs/failed/" in failed.record_path
+    kept = json.loads(open(first.record_path).read())
     assert kept["status"] == "ok"  # the good record is never replaced by a failure
-    assert json.loads(open(failed["record_path"]).read())["error"] == "RuntimeError: simulated crash"
+    assert json.loads(open(failed.record_path).read())["error"] == "RuntimeError: simulated crash"
 
 
 def test_metric_that_cannot_be_computed_is_none_with_reason(tiny_mvtec, tmp_path, monkeypatch):
@@ -165,10 +165,10 @@ def test_metric_that_cannot_be_computed_is_none_with_reason(tiny_mvtec, tmp_path
 
     monkeypatch.setattr(ev_mod.metrics, "pro_auc", no_pro)
     rec = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
-    assert rec["status"] == "ok"
-    assert rec["metrics"]["pro_mvtec"] is None and rec["metrics"]["pro_rd4ad"] is None
-    assert rec["metrics"]["image_auroc"] is not None and len(rec["per_image"]["score"]) == 4
-    assert rec["metric_errors"]["pro_mvtec"] == "no anomalous pixel after resizing"
+    assert rec.status == "ok"
+    assert rec.metrics["pro_mvtec"] is None and rec.metrics["pro_rd4ad"] is None
+    assert rec.metrics["image_auroc"] is not None and len(rec.per_image["score"]) == 4
+    assert rec.metric_errors["pro_mvtec"] == "no anomalous pixel after resizing"
 
 
 def test_test_set_without_anomalies_fails_before_training(tiny_mvtec, tmp_path):
@@ -177,27 +177,27 @@ def test_test_set_without_anomalies_fails_before_training(tiny_mvtec, tmp_path):
     shutil.rmtree(tiny_mvtec / "carpet" / "test" / "hole")
     shutil.rmtree(tiny_mvtec / "carpet" / "ground_truth")
     rec = run_one(_config(tiny_mvtec), tmp_path, progress=False)
-    assert rec["status"] == "failed" and "has no anomalous" in rec["error"] and "loss_curve" not in rec
+    assert rec.status == "failed" and "has no anomalous" in rec.error and not rec.loss_curve
 
 
 def test_corrupt_test_image_fails_before_training(tiny_mvtec, tmp_path):
     (tiny_mvtec / "carpet" / "test" / "good" / "001.png").write_bytes(b"\x89PNG broken")
     rec = run_one(_config(tiny_mvtec), tmp_path, progress=False)
-    assert rec["status"] == "failed" and "001.png" in rec["error"] and "loss_curve" not in rec
+    assert rec.status == "failed" and "001.png" in rec.error and not rec.loss_curve
 
 
 def test_paper_eval_protocol_records_curve_and_optimistic_best(tiny_mvtec, tmp_path):
     final = run_one(_config(tiny_mvtec, epochs=4), tmp_path / "f", progress=False)
     paper = run_one(_config(tiny_mvtec, epochs=4, eval_protocol="paper", eval_every=2), tmp_path / "p",
                     progress=False)
-    assert [p["epoch"] for p in paper["metric_curve"]] == [2, 4]
+    assert [p["epoch"] for p in paper.metric_curve] == [2, 4]
     # evaluating midway changes nothing about training: the final metrics are the final protocol's
-    assert paper["metrics"] == final["metrics"] and paper["loss_curve"] == final["loss_curve"]
-    assert paper["metric_curve"][-1]["image_auroc"] == final["metrics"]["image_auroc"]
-    best = paper["best_epoch_metrics"]
+    assert paper.metrics == final.metrics and paper.loss_curve == final.loss_curve
+    assert paper.metric_curve[-1]["image_auroc"] == final.metrics["image_auroc"]
+    best = paper.best_epoch_metrics
     assert best["optimistic"] is True
-    assert best["pixel_auroc"]["value"] == max(p["pixel_auroc"] for p in paper["metric_curve"])
-    assert "metric_curve" not in final
+    assert best["pixel_auroc"]["value"] == max(p["pixel_auroc"] for p in paper.metric_curve)
+    assert not final.metric_curve
 
 
 def test_record_keeps_a_small_gallery(tiny_mvtec, tmp_path):
@@ -207,11 +207,11 @@ def test_record_keeps_a_small_gallery(tiny_mvtec, tmp_path):
     from PIL import Image
 
     rec = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
-    gallery = rec["gallery"]
+    gallery = rec.gallery
     assert 2 <= len(gallery) <= 4
     assert {g["label"] for g in gallery} == {0, 1}
     top = max((g for g in gallery if g["label"] == 1), key=lambda g: g["score"])
-    assert top["score"] == max(s for s, lab in zip(rec["per_image"]["score"], rec["per_image"]["label"]) if lab)
+    assert top["score"] == max(s for s, lab in zip(rec.per_image["score"], rec.per_image["label"]) if lab)
     for key, mode in (("image_png", "RGB"), ("mask_png", "L"), ("map_png", "L")):
         img = Image.open(io.BytesIO(base64.b64decode(top[key])))
         assert img.size == (128, 128) and img.mode == mode
@@ -246,16 +246,16 @@ def test_bf16_training_autocasts_the_student_only(tiny_mvtec):
 
 def test_record_keeps_feature_cache_facts_and_its_budget(tiny_mvtec, tmp_path):
     rec = run_one(_config(tiny_mvtec, feature_cache_gb=0), tmp_path / "off", progress=False)
-    cache = rec["timings"]["feature_cache"]
+    cache = rec.timings["feature_cache"]
     assert cache["active"] is False and cache["budget_bytes"] == 0 and "budget is 0" in cache["reason"]
     on = run_one(_config(tiny_mvtec), tmp_path / "on", progress=False)
-    assert on["timings"]["feature_cache"]["active"] and on["timings"]["feature_cache"]["hits"] == 4  # epoch 2
-    assert on["config_hash"] == rec["config_hash"] and on["metrics"] == rec["metrics"]  # bit-identical on CPU
+    assert on.timings["feature_cache"]["active"] and on.timings["feature_cache"]["hits"] == 4  # epoch 2
+    assert on.config_hash == rec.config_hash and on.metrics == rec.metrics  # bit-identical on CPU
 
 
 def test_fp16_on_cpu_fails_before_training(tiny_mvtec, tmp_path):
     rec = run_one(_config(tiny_mvtec, amp="fp16"), tmp_path / "res", progress=False)
-    assert rec["status"] == "failed" and "fp16 autocast is for CUDA" in rec["error"] and "loss_curve" not in rec
+    assert rec.status == "failed" and "fp16 autocast is for CUDA" in rec.error and not rec.loss_curve
 
 
 def test_fp16_training_scales_the_loss(tiny_mvtec, tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rdbench import __version__
 from rdbench.config import RunConfig
-from rdbench.records.store import read_records, write_record
+from rdbench.records.schema import RunRecord
+from rdbench.records.store import read_records, write_json
 
 SCHEMA = 1
 DEFAULT_FLOOR = 0.01  # absolute: one AUROC/PRO point; below that, CPU-kernel noise between machines
@@ -35,11 +36,11 @@ def cell_label(config: dict) -> str:
     return f"{c['protocol']}/{c['category']}/{c['backbone']} ({' '.join(extra)})"
 
 
-def _groups(records: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _groups(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = {}
     for r in records:
-        if r.get("status") == "ok":
-            out.setdefault(cell_key(r["config"]), []).append(r)
+        if r.ok:
+            out.setdefault(cell_key(r.config.to_dict()), []).append(r)
     return out
 
 
@@ -48,21 +49,21 @@ def save_baseline(results_dir: Path | str, out: Path | str, floor: float = DEFAU
     cells = {}
     for key, recs in sorted(_groups(records).items()):
         metrics = {}
-        for name in sorted({m for r in recs for m, v in (r.get("metrics") or {}).items() if v is not None}):
-            values = [r["metrics"][name] for r in recs if r["metrics"].get(name) is not None]
+        for name in sorted({m for r in recs for m, v in r.metrics.items() if v is not None}):
+            values = [r.metrics[name] for r in recs if r.metrics.get(name) is not None]
             metrics[name] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1
                              else None, "n": len(values), "values": values}
-        config = dict(recs[0]["config"])
+        config = recs[0].config.to_dict()
         config.pop("seed")
-        cells[key] = {"label": cell_label(recs[0]["config"]), "config": config,
-                      "seeds": sorted(r["config"]["seed"] for r in recs), "metrics": metrics}
+        cells[key] = {"label": cell_label(recs[0].config.to_dict()), "config": config,
+                      "seeds": sorted(r.config.seed for r in recs), "metrics": metrics}
     if not cells:
         raise ValueError(f"no successful run records under {Path(results_dir) / 'runs'}; nothing to baseline")
     baseline = {"schema": SCHEMA, "rdbench": __version__, "floor": floor,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "commits": sorted({str((r.get("environment") or {}).get("commit")) for r in records}),
+                "commits": sorted({str(r.environment.get("commit")) for r in records}),
                 "cells": cells}
-    write_record(baseline, Path(out))
+    write_json(baseline, Path(out))
     return baseline
 
 
@@ -99,7 +100,7 @@ def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float |
     for key, cell in cells.items():
         recs = fresh.get(key, [])
         for name, stats in cell["metrics"].items():
-            values = [r["metrics"][name] for r in recs if (r.get("metrics") or {}).get(name) is not None]
+            values = [r.metrics[name] for r in recs if r.metrics.get(name) is not None]
             tol = tolerance if tolerance is not None else max(floor, SPREAD_FACTOR * (stats["std"] or 0.0))
             if not values:
                 rows.append(Row(cell["label"], name, stats["mean"], stats["std"], None, tol, "MISSING"))

@@ -2,32 +2,32 @@
 
 Every executor hands each finished record back to the driver, which writes it with ``store_record`` at once,
 so a sweep killed midway keeps what finished, and workers never need the results folder (Ray: no shared
-filesystem). Executors: ``local`` (in-process, or one process per GPU when several are visible) and ``ray``.
+filesystem). Executors: ``local`` (in this process, one run after another) and ``ray`` (one task per run, on a
+cluster or, with no address, on this machine: Ray sees its GPUs and hands each task one, so several GPUs of one
+machine are used through Ray rather than through a scheduler of our own). ``local`` on a machine with more than
+one GPU switches to Ray on this machine when Ray is installed.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import queue
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.engine.device import resolve_device
-from rdbench.engine.run import execute_run, store_record
-from rdbench.records.store import check_writable, new_record, read_record, record_path
+from rdbench.engine.run import execute_run
+from rdbench.records.schema import RunRecord
+from rdbench.records.store import check_writable, read_record, record_path, store_record
 from rdbench.registry import Registry, load_plugins
 
-Store = Callable[[int, dict], None]  # (index into the configs, record) -> written on the driver
+Store = Callable[[int, RunRecord], None]  # (index into the configs, record) -> written on the driver
 
 
 class Executor(Protocol):
@@ -56,15 +56,16 @@ def pending(configs: Sequence[RunConfig], results_dir: Path | str) -> list[RunCo
             rec = read_record(path)
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             print(f"warning: unreadable record {path} ({exc}); the run will be redone", file=sys.stderr)
-            rec = {}
-        if rec.get("status") != "ok" or rec.get("config_hash") != h:
+            out.append(config)
+            continue
+        if not rec.ok or rec.config_hash != h:
             out.append(config)
     return out
 
 
 def run_configs(configs: Sequence[RunConfig], results_dir: Path | str, executor: str = "local",
-                address: str | None = None, progress: bool = True, on_record: Callable[[dict], None] | None = None,
-                threads: int | None = None) -> list[dict]:
+                address: str | None = None, progress: bool = True,
+                on_record: Callable[[RunRecord], None] | None = None, threads: int | None = None) -> list[RunRecord]:
     """Run ``configs`` (filter them with ``pending`` first) and return their records in input order.
 
     Each record is written with ``store_record`` as soon as it arrives, then passed to ``on_record``.
@@ -78,9 +79,9 @@ def run_configs(configs: Sequence[RunConfig], results_dir: Path | str, executor:
     configs = list(configs)
     results_dir = Path(results_dir)
     check_writable(results_dir / "runs")  # fail before any work when nothing could be recorded
-    records: list[dict | None] = [None] * len(configs)
+    records: list[RunRecord | None] = [None] * len(configs)
 
-    def store(i: int, record: dict) -> None:
+    def store(i: int, record: RunRecord) -> None:
         records[i] = store_record(record, results_dir)
         if on_record is not None:  # the caller's progress report (Ray tasks show no progress bars)
             on_record(records[i])
@@ -93,12 +94,10 @@ def run_configs(configs: Sequence[RunConfig], results_dir: Path | str, executor:
     return records  # type: ignore[return-value]
 
 
-def failed_record(config: RunConfig, error: str, detail: str | None = None) -> dict:
+def failed_record(config: RunConfig, error: str, detail: str | None = None) -> RunRecord:
     """The record of a run whose worker died: no environment, since the driver can't know the worker's."""
-    rec = new_record(config)
-    rec.update(status="failed", error=error, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    if detail:
-        rec["traceback"] = detail
+    rec = RunRecord.new(config)
+    rec.fail(error, detail)
     return rec
 
 
@@ -116,91 +115,25 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-# --- local -------------------------------------------------------------------------------------------------
-
-def split_over_devices(configs: Sequence[RunConfig], n_devices: int) -> list[list[tuple[int, RunConfig]]]:
-    """Assign configs to ``n_devices`` GPUs: ``n_devices + 1`` lists of (input index, config). List i runs
-    on cuda:i: the auto/cuda configs round-robin (pinned to cuda:i) and those asking for cuda:i. The last
-    list holds the rest (cpu, or a cuda:N that isn't visible, which then fails with a clear error)."""
-    slots: list[list[tuple[int, RunConfig]]] = [[] for _ in range(n_devices + 1)]
-    k = 0
-    for i, config in enumerate(configs):
-        if config.device in GPU_DEVICES:
-            slots[k % n_devices].append((i, config.replace(device=f"cuda:{k % n_devices}")))
-            k += 1
-        elif config.device.startswith("cuda:") and config.device[5:].isdigit() and int(config.device[5:]) < n_devices:
-            slots[int(config.device[5:])].append((i, config))
-        else:
-            slots[-1].append((i, config))
-    return slots
-
-
-def _process_worker(jobs: list[tuple[int, dict]], workdir: str, progress: bool, threads: int | None,
-                    out: Any) -> None:
-    """Body of one local worker process: run its jobs in order, send each record back to the driver."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    for i, config_dict in jobs:
-        config = RunConfig.from_dict(config_dict)
-        with suppress(ValueError):  # a bad device is reported by execute_run, in the record
-            device = resolve_device(config.device)
-            if device.type == "cuda":  # else every worker also opens a CUDA context on GPU 0
-                torch.cuda.set_device(device)
-        out.put((i, execute_run(config, workdir, progress=progress)))
-
-
-def run_in_processes(slots: Sequence[Sequence[tuple[int, RunConfig]]], results_dir: Path, store: Store,
-                     progress: bool, threads: int | None) -> None:
-    """One spawned process per non-empty slot (spawn: CUDA can't be used in a forked child). A run whose
-    process died before reporting it gets a failed record."""
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    if threads is None:  # n processes at torch's default (all cores) each would oversubscribe the CPU
-        threads = max(1, (os.cpu_count() or 1) // max(1, sum(1 for s in slots if s)))
-    procs, owner = [], {}
-    for jobs in slots:
-        if not jobs:
-            continue
-        p = ctx.Process(target=_process_worker, args=([(i, c.to_dict()) for i, c in jobs], str(results_dir),
-                                                      progress, threads, out))
-        procs.append(p)
-        owner.update({i: (p, c) for i, c in jobs})
-    left = set(owner)
-    try:
-        for p in procs:
-            p.start()
-        while left:
-            # liveness before get: once every process has exited, all it put is already readable
-            alive = any(p.is_alive() for p in procs)
-            try:
-                i, record = out.get(timeout=1.0)
-            except queue.Empty:
-                if alive:
-                    continue
-                break
-            left.discard(i)
-            store(i, record)
-        for i in sorted(left):
-            p, config = owner[i]
-            store(i, failed_record(config, f"WorkerDied: the worker process for {config.device} exited with "
-                                           f"code {p.exitcode} before finishing this run"))
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-
+# --- local ---------------------------------------------------------------------------------------------------
 
 @EXECUTORS.register("local")
 def local_executor(configs: list[RunConfig], results_dir: Path, store: Store, *, address: str | None,
                    progress: bool, threads: int | None) -> None:
-    """Sequential in this process; with more than one visible GPU, one process per GPU."""
+    """Sequential in this process. With more than one visible GPU and runs that may take any of them, Ray on
+    this machine instead (``ray.init()`` sees the GPUs and gives each task one) when Ray is installed."""
     if address is not None:  # silently running a cluster sweep on this machine would be a surprise
         raise ValueError(f"address={address!r} is only used by the ray executor")
     n_gpus = torch.cuda.device_count()
-    if n_gpus > 1 and any(c.device in GPU_DEVICES for c in configs):
-        run_in_processes(split_over_devices(configs, n_gpus), results_dir, store, progress, threads)
-        return
+    if n_gpus > 1 and len(configs) > 1 and any(c.device in GPU_DEVICES for c in configs):
+        try:
+            _import_ray()
+        except ImportError:
+            warnings.warn(f"{n_gpus} GPUs visible but Ray is not installed: the runs go one after another on one "
+                          f"GPU; pip install 'ray[default]' to use all of them", stacklevel=2)
+        else:
+            ray_executor(configs, results_dir, store, address=None, progress=progress, threads=threads)
+            return
     with torch_threads(threads):
         for i, config in enumerate(configs):
             store(i, execute_run(config, results_dir, progress=progress))
@@ -224,8 +157,9 @@ def run_in_task(config_dict: dict, threads: int | None) -> dict:
     load_plugins()  # a fresh worker process: the protocols register here as they did on the driver
     with tempfile.TemporaryDirectory(prefix="rdbench-") as workdir:
         # progress off: tqdm bars of many workers interleave into noise on the driver
-        return execute_run(RunConfig.from_dict(config_dict), workdir, progress=False, keep_model=False,
-                           checkpoint_every_s=float("inf"))
+        record = execute_run(RunConfig.from_dict(config_dict), workdir, progress=False, keep_model=False,
+                             checkpoint_every_s=float("inf"))
+    return record.to_dict()  # plain JSON types on the wire: driver and workers may run different rdbench
 
 
 def _task_error(exc: Exception) -> tuple[str, str]:
@@ -268,7 +202,7 @@ def ray_executor(configs: list[RunConfig], results_dir: Path, store: Store, *, a
             for ref in ready:
                 i = refs[ref]
                 try:
-                    record = ray.get(ref)
+                    record = RunRecord.from_dict(ray.get(ref), where=f"the record of Ray task {i}")
                 except Exception as exc:  # worker crash, task error, (de)serialisation: the sweep goes on
                     record = failed_record(configs[i], *_task_error(exc))
                 store(i, record)

@@ -9,6 +9,7 @@ from rdbench.bench.tables import GridOptions, PaperTable, format_table
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTEC_TRAIN_COUNTS
 from rdbench.engine.protocol import get_protocol
+from rdbench.records.schema import RunRecord
 
 # Training cost, seconds per image per epoch at 256 px, batch 16, teacher features cached (every epoch
 # after the first): `rdbench profile --batch-size 16` on the 2-core CI CPU (torch 2.14) measured 0.105,
@@ -74,7 +75,7 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
-def print_tables(tables: list[PaperTable], opts: GridOptions, records: list[dict], echo=print) -> None:
+def print_tables(tables: list[PaperTable], opts: GridOptions, records: list[RunRecord], echo=print) -> None:
     """Each table, final epoch; with eval protocol "paper" also the best epoch, labelled optimistic."""
     for table in tables:
         grid = table.grid(opts)
@@ -94,14 +95,14 @@ def save_sweep(results_dir: Path, tables: list[PaperTable], opts: GridOptions) -
     import json
     from datetime import datetime, timezone
 
-    from rdbench.records.store import write_record
+    from rdbench.records.store import write_json
 
     options = dataclasses.asdict(opts)
     digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:12]
     paths = []
     for t in tables:
         path = Path(results_dir) / "sweeps" / f"table{t.key}_{digest}.json"
-        write_record({"table": t.key, "options": options,
+        write_json({"table": t.key, "options": options,
                       "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}, path)
         paths.append(path)
     return paths
@@ -122,9 +123,3 @@ def load_sweeps(results_dir: Path) -> list[tuple[str, GridOptions]]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"warning: skipping unreadable sweep file {path}: {exc}", file=sys.stderr)
     return out
-
-
-def results_records(results_dir: Path) -> list[dict]:
-    from rdbench.records.store import read_records
-
-    return read_records(results_dir)

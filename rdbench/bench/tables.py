@@ -14,6 +14,7 @@ from importlib import resources
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTEC_CATEGORIES as MVTEC_ALL  # noqa: F401 (the tables' name for the 15)
 from rdbench.data.mvtec import MVTEC_OBJECTS, MVTEC_TEXTURES  # noqa: F401
+from rdbench.records.schema import RunRecord
 from rdbench.registry import Registry
 
 
@@ -110,12 +111,12 @@ class PaperTable:
         """Remarks about the grid for these options (e.g. a part that depends on data not present)."""
         return []
 
-    def cells(self, grid: list[GridRun], records: list[dict], source: str = "final") -> list[Cell]:
+    def cells(self, grid: list[GridRun], records: list[RunRecord], source: str = "final") -> list[Cell]:
         """Cells of the table for the runs of ``grid`` found in ``records`` (matched by config hash;
         failed runs and runs of other settings never enter). Cells without runs have no values.
         ``source="best"`` takes each run's best epoch on the test set (eval protocol "paper"):
         OPTIMISTIC numbers, shown apart and labelled so."""
-        by_hash = {r["config_hash"]: r for r in records if r.get("status") == "ok"}
+        by_hash = {r.config_hash: r for r in records if r.ok}
         order: list[tuple[str, str]] = []
         for g in grid:
             if (g.row, g.column) not in order:
@@ -133,7 +134,7 @@ class PaperTable:
                 if value is not None and not math.isnan(value):
                     cell = out[(g.row, g.column, metric)]
                     cell.values.append(value)
-                    cell.random_teacher |= (rec.get("teacher_weights") or {}).get("kind") == "random"
+                    cell.random_teacher |= rec.random_teacher
         cells = list(out.values())
         columns = list(dict.fromkeys(c for _, c in order))
         for avg_row, members in self.average_rows().items():
@@ -150,14 +151,14 @@ class PaperTable:
                     cells.append(cell)
         return cells
 
-    def value(self, record: dict, metric: str) -> float | None:
+    def value(self, record: RunRecord, metric: str) -> float | None:
         """A record's metric in percent (Table 3 overrides for timings)."""
-        v = (record.get("metrics") or {}).get(metric)
+        v = record.metric(metric)
         return None if v is None else 100.0 * v
 
-    def best_value(self, record: dict, metric: str) -> float | None:
-        best = (record.get("best_epoch_metrics") or {}).get(metric)
-        return None if not isinstance(best, dict) else 100.0 * best["value"]
+    def best_value(self, record: RunRecord, metric: str) -> float | None:
+        v = record.best(metric)
+        return None if v is None else 100.0 * v
 
 
 TABLES: Registry[PaperTable] = Registry(

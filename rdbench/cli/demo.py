@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rdbench.config import RunConfig
 from rdbench.models.backbones import BACKBONES, imagenet_available, imagenet_cache_path
+from rdbench.records.schema import RunRecord
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
                            device=device, extra={"demo": True, "data_seed": settings.data_seed})
         rec = run_one(config, out, progress=progress, keep_model=False)
         records.append(rec)
-        status = "ok" if rec["status"] == "ok" else f"FAILED: {rec['error']}"
-        print(f"  {category}: {status} ({rec['wall_s']:.0f} s)")
+        status = "ok" if rec.ok else f"FAILED: {rec.error}"
+        print(f"  {category}: {status} ({rec.wall_s:.0f} s)")
     if settings.profile:
         _profile(out, settings, weights, device)
     return records
@@ -88,22 +89,22 @@ def _pct(value: float | None) -> str:
     return f"{'n/a':>11}" if value is None else f"{100 * value:>11.1f}"
 
 
-def summary_table(records: list[dict]) -> str:
+def summary_table(records: list[RunRecord]) -> str:
     """A plain-text table of the demo's metrics, percent like the paper's tables."""
     cols = ("image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad")
     lines = [f"{'category':<10} {'teacher':<8} " + " ".join(f"{c:>11}" for c in cols)]
     for r in records:
-        cat = r["config"]["category"]
-        teacher = (r.get("teacher_weights") or {}).get("kind", "?")
-        if r["status"] != "ok":
-            lines.append(f"{cat:<10} {teacher:<8} failed: {r['error']}")
+        cat = r.config.category
+        teacher = (r.teacher_weights or {}).get("kind", "?")
+        if not r.ok:
+            lines.append(f"{cat:<10} {teacher:<8} failed: {r.error}")
             continue
-        lines.append(f"{cat:<10} {teacher:<8} " + " ".join(_pct(r["metrics"][c]) for c in cols))
-    ok = [r for r in records if r["status"] == "ok"]
+        lines.append(f"{cat:<10} {teacher:<8} " + " ".join(_pct(r.metric(c)) for c in cols))
+    ok = [r for r in records if r.ok]
     if ok:
         means = []
         for c in cols:
-            vals = [r["metrics"][c] for r in ok if r["metrics"][c] is not None]
+            vals = [r.metric(c) for r in ok if r.metric(c) is not None]
             means.append(sum(vals) / len(vals) if vals else None)
         lines.append(f"{'mean':<10} {'':<8} " + " ".join(_pct(m) for m in means))
     return "\n".join(lines)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import platform
 
 import torch
 
 from rdbench.config import AMP_CHOICES
+from rdbench.records.provenance import device_name  # noqa: F401 (re-exported: perf and the CLI ask here)
+from rdbench.registry import unknown_choice
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -28,12 +29,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -46,7 +41,7 @@ def check_amp(amp: str | None, device: torch.device | None = None) -> str:
     """``amp`` as one of AMP_CHOICES ("none" for None); fp16 only on CUDA (CPU autocast runs bf16)."""
     amp = "none" if amp is None else amp
     if amp not in AMP_CHOICES:
-        raise ValueError(f"unknown amp {amp!r}; valid: {', '.join(AMP_CHOICES)}")
+        raise ValueError(unknown_choice("amp", amp, AMP_CHOICES))
     if amp == "fp16" and device is not None and device.type != "cuda":
         raise ValueError("fp16 autocast is for CUDA; use bf16 (or none) on the CPU")
     return amp

@@ -1,12 +1,10 @@
-"""run_one(RunConfig) -> run record: the only place that trains, evaluates and writes a record."""
+"""run_one(RunConfig) -> RunRecord: the only place that trains, evaluates and records a run."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -17,7 +15,9 @@ from rdbench.engine.gallery import make_gallery
 from rdbench.engine.protocol import get_protocol
 from rdbench.engine.train import TrainingError, save_model, train
 from rdbench.models.rd import build_rd_model
-from rdbench.records.store import check_writable, environment, new_record, record_path, write_record
+from rdbench.records.provenance import environment
+from rdbench.records.schema import RunRecord, now_utc
+from rdbench.records.store import check_writable, record_path, store_record
 
 
 def checkpoint_paths(results_dir: Path, config: RunConfig) -> tuple[Path, Path]:
@@ -39,20 +39,13 @@ def best_epoch(curve: list[dict]) -> dict:
     return best
 
 
-def _previous_ok(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("status") == "ok"
-    except (OSError, ValueError):
-        return False
-
-
 def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bool = True,
-            resume: bool = False, keep_model: bool = True, checkpoint_every_s: float = 60.0) -> dict:
+            resume: bool = False, keep_model: bool = True, checkpoint_every_s: float = 60.0) -> RunRecord:
     """Train and evaluate one config and write its record to ``results_dir/runs``.
 
     A failure (bad data, NaN loss, out of memory...) is written as a record with status "failed" and
     its error, and returned, not raised: a sweep goes on with the next run. A failure never replaces
-    an earlier successful record of the same config; it goes to ``runs/failed/`` instead.
+    an earlier successful record of the same config; it goes to ``runs/failed/`` instead (``store_record``).
     An unwritable results folder raises OSError before any work, since nothing could be recorded."""
     results_dir = Path(results_dir)
     check_writable(record_path(results_dir, config).parent)
@@ -60,23 +53,12 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
     return store_record(record, results_dir)
 
 
-def store_record(record: dict, results_dir: Path | str) -> dict:
-    """Write a record where it belongs (see run_one); returns it with ``record_path`` set."""
-    path = record_path(Path(results_dir), RunConfig.from_dict(record["config"]))
-    if record["status"] != "ok" and _previous_ok(path):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        path = path.parent / "failed" / f"{path.stem}.{stamp}.json"
-    record["record_path"] = str(path)
-    write_record(record, path)
-    return record
-
-
 def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, resume: bool = False,
-                keep_model: bool = True, checkpoint_every_s: float = 60.0) -> dict:
+                keep_model: bool = True, checkpoint_every_s: float = 60.0) -> RunRecord:
     """Train and evaluate; return the record without writing it (executors ship it to the driver).
     ``workdir`` holds checkpoints and the trained model. Never raises for a failed run."""
     resume_ckpt, model_file = checkpoint_paths(Path(workdir), config)
-    record = new_record(config)
+    record = RunRecord.new(config)
     t0 = time.perf_counter()
     device = None
     try:
@@ -89,11 +71,11 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True, warn_only=True)
-        record["environment"] = environment(device)
+        record.environment = environment(device)
         train_set, test_set = protocol.datasets(config)
         torch.manual_seed(config.seed)  # the initial weights depend on this seed alone
         model = build_rd_model(config.backbone, config.weights, config.bottleneck)
-        record["teacher_weights"] = model.weights_info
+        record.teacher_weights = model.weights_info
         curve: list[dict] = []
 
         def evaluate_midway(epoch: int, loss: float) -> None:
@@ -104,39 +86,34 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         cache_bytes = None if config.feature_cache_gb is None else int(config.feature_cache_gb * 2**30)
         fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
                     checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway, feature_cache_bytes=cache_bytes)
-        record["loss_curve"] = fit.loss_curve
+        record.loss_curve = fit.loss_curve
         ev = protocol.evaluate(model, test_set, config, device, keep_maps=True)
-        record["gallery"] = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
+        record.gallery = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
         ev.maps = ev.masks = None  # free them: a category's maps are ~100 MB at 256 px
         if config.eval_protocol == "paper":
             curve.append({"epoch": config.epochs, **ev.metrics})
-            record["metric_curve"] = curve
-            record["best_epoch_metrics"] = best_epoch(curve)
-        record.update({
-            "status": "ok", "metrics": ev.metrics, "per_image": ev.per_image,
-            "timings": {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
-                        "eval_peak_memory_mb": ev.peak_memory_mb,
-                        "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
-                        "resumed_from_epoch": fit.resumed_from_epoch, "feature_cache": fit.feature_cache},
-            "counts": {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)},
-        })
-        if ev.metric_errors:
-            record["metric_errors"] = ev.metric_errors
+            record.metric_curve = curve
+            record.best_epoch_metrics = best_epoch(curve)
+        record.status, record.metrics, record.per_image = "ok", ev.metrics, ev.per_image
+        record.timings = {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
+                          "eval_peak_memory_mb": ev.peak_memory_mb,
+                          "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
+                          "resumed_from_epoch": fit.resumed_from_epoch, "feature_cache": fit.feature_cache}
+        record.counts = {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)}
+        record.metric_errors = dict(ev.metric_errors or {})
         if keep_model:
             save_model(model_file, model, config)
-            record["model_path"] = str(model_file)
+            record.model_path = str(model_file)
         resume_ckpt.unlink(missing_ok=True)
     except Exception as exc:  # a failed run is a result too
-        record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc()
-        if isinstance(exc, TrainingError):
-            if exc.epoch is not None:
-                record["failed_epoch"] = exc.epoch
-            record["loss_curve"] = exc.loss_curve
+        error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, torch.cuda.OutOfMemoryError):
-            record["error"] += " -- hint: lower --batch-size or --image-size, or use a smaller backbone"
-        record.setdefault("environment", environment(device))
-    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record["wall_s"] = time.perf_counter() - t0
+            error += " -- hint: lower --batch-size or --image-size, or use a smaller backbone"
+        record.fail(error, traceback.format_exc())
+        if isinstance(exc, TrainingError):
+            record.failed_epoch = exc.epoch
+            record.loss_curve = list(exc.loss_curve or [])
+        record.environment = record.environment or environment(device)
+    record.finished = now_utc()
+    record.wall_s = time.perf_counter() - t0
     return record

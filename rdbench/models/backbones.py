@@ -8,9 +8,9 @@ so), or a path to a state-dict file.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -66,9 +66,10 @@ def imagenet_available(backbone: str) -> bool:
 
 
 def expected_sha256_prefix(url: str) -> str | None:
-    """torchvision's file names carry the first hex digits of the file's sha256 (resnet18-f37072fd.pth)."""
-    m = re.search(r"-([0-9a-f]{8,})\.pth$", url)
-    return m.group(1) if m else None
+    """The sha256 prefix that torchvision's file names carry (resnet18-f37072fd.pth), taken out the way
+    ``torch.hub.load_state_dict_from_url(check_hash=True)`` does (``torch.hub.HASH_REGEX`` on the file name)."""
+    m = torch.hub.HASH_REGEX.search(Path(urlparse(url).path).name)
+    return (m.group(1) or None) if m else None  # HASH_REGEX also matches an empty prefix
 
 
 def _file_digest(path: Path) -> str:
@@ -122,10 +123,11 @@ def build_teacher(backbone: str, weights: str = "imagenet") -> tuple[nn.Module, 
     else:
         path = Path(weights)
         kind, name = "file", str(path)
+    # hashed whole, not just compared: the record keeps the file's full sha256
     digest = _file_digest(path) if path.is_file() else None
     if kind == "imagenet":
         prefix = expected_sha256_prefix(spec.imagenet_weights().url)
-        if prefix and not digest.startswith(prefix):
+        if prefix and digest[:len(prefix)] != prefix:  # torch.hub's check_hash test
             raise TeacherWeightsError(
                 f"{path} is not torchvision's {name}: its sha256 starts {digest[:len(prefix)]}, the official file's "
                 f"{prefix}. The file is damaged or another one; delete it and place the official file there, or "

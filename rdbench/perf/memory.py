@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -13,52 +12,19 @@ import torch
 
 from rdbench.engine.inference import fast_predict, prepare_for_inference
 from rdbench.models.rd import build_rd_model
+from rdbench.perf.rss import RssSampler
 
 __all__ = ["measure_peak_memory"]
 
 
-def _vm_hwm_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0, /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _maxrss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
-
-
-def _memory_worker(spec: dict) -> dict:
+def _memory_worker(spec: dict, sampler: RssSampler | None = None) -> dict:
     """Runs in a fresh interpreter: build the model (fast or reference), run one warm-up inference, then
-    one measured inference per batch size with the high-water mark reset before each."""
+    one measured inference per batch size with the sampled peak reset before each. ``sampler``: the one
+    started when the interpreter started (so that the whole-process peak covers importing torch)."""
     from rdbench.perf.reference import build_reference_model, reference_predict
 
+    if sampler is None:
+        sampler = RssSampler().start()
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     layers, sigma, size = tuple(spec["layers"]), spec["sigma"], spec["image_size"]
@@ -75,23 +41,17 @@ def _memory_worker(spec: dict) -> dict:
             for i in range(x.shape[0]):
                 reference_predict(ref, x[i:i + 1], layers, sigma)
 
-    out: dict = {"peaks_mb": {}, "method": "VmHWM"}
+    out: dict = {"peaks_mb": {}, "method": sampler.method}
     for batch in spec["batches"]:
         x = torch.randn(batch, 3, size, size)
         run(x)  # warm-up: oneDNN primitives, allocator pools
-        out.setdefault("process_peak_mb", 0.0)
-        hwm = _vm_hwm_mb()
-        out["process_peak_mb"] = max(out["process_peak_mb"], hwm if hwm is not None else _maxrss_mb())
-        if _reset_hwm() and hwm is not None:
-            run(x)
-            out["peaks_mb"][str(batch)] = _vm_hwm_mb()
-        else:
-            out["method"] = "ru_maxrss (no high-water reset on this OS: includes building the model)"
-            run(x)
-            out["peaks_mb"][str(batch)] = _maxrss_mb()
-        out["process_peak_mb"] = max(out["process_peak_mb"], out["peaks_mb"][str(batch)])
+        sampler.reset()
+        run(x)
+        out["peaks_mb"][str(batch)] = sampler.peak_mb()
         del x
-    out["rss_end_mb"] = _rss_mb()
+    out["process_peak_mb"] = sampler.overall_peak_mb()
+    out["rss_end_mb"] = sampler.rss_mb()
+    sampler.stop()
     return out
 
 
@@ -102,13 +62,18 @@ def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] =
     """Peak resident memory (MB) of CPU inference for each of ``modes`` ("fast", "reference"), each measured
     in its own fresh Python process (run side by side) so that nothing allocated earlier here counts.
     Both workers import the same libraries (torch, scipy, sklearn, skimage, pandas), so the difference is
-    the model and the inference. The figure is the process's own high-water mark (VmHWM), not
-    ``ru_maxrss``: on Linux a child's ru_maxrss starts at its parent's peak (the fork before exec), which
-    would report the profiler's memory instead of the worker's. ``options``: keyword arguments of
-    ``prepare_for_inference`` for the fast worker (default: its defaults; prepack off with amp).
+    the model and the inference. The figure is the worker's own RSS, sampled by a thread
+    (``rdbench.perf.rss.RssSampler``, maximum reset before the measured inference), not ``ru_maxrss``: on
+    Linux a child's ru_maxrss starts at the high-water mark of the address space it was forked from, kept
+    across exec (the parent's peak with the vfork that subprocess uses, or the parent's RSS at a plain
+    fork), which would report the profiler's memory instead of the worker's; and ru_maxrss cannot be reset
+    between the warm-up and the measured run. ``options``: keyword arguments of ``prepare_for_inference``
+    for the fast worker (default: its defaults; prepack off with amp).
     Returns {mode: {"peaks_mb": {batch: MB}, "process_peak_mb", "method", "rss_end_mb"}}."""
-    code = ("import json, sys; from rdbench.perf.memory import _memory_worker; "
-            "print('RDBENCH-JSON ' + json.dumps(_memory_worker(json.loads(sys.argv[1]))))")
+    # the sampler starts before torch is imported, so the whole-process peak includes the imports
+    code = ("import json, sys; from rdbench.perf.rss import RssSampler; sampler = RssSampler().start(); "
+            "from rdbench.perf.memory import _memory_worker; "
+            "print('RDBENCH-JSON ' + json.dumps(_memory_worker(json.loads(sys.argv[1]), sampler)))")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the folder holding the rdbench package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -12,6 +12,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from rdbench.config import RunConfig
+from rdbench.records.schema import RunRecord
+
 MAX_PANELS = 48  # beyond this a small-multiples figure gets unreadable (and slow); the caption says so
 GALLERY_CMAP = "jet"  # the paper's Fig. 6/7 overlays use jet
 
@@ -36,19 +39,23 @@ def png_uri(b64: str) -> str:
     return "data:image/png;base64," + b64
 
 
-def run_label(config: dict) -> str:
+def run_label(config: RunConfig) -> str:
     """Short name of a run: the settings that tell runs of one category apart."""
-    parts = [str(config.get("backbone", "?")), f"{config.get('image_size', '?')}px"]
-    if config.get("bottleneck", "pre+oce+mff") != "pre+oce+mff":
-        parts.append(str(config["bottleneck"]))
-    if list(config.get("layers", [1, 2, 3])) != [1, 2, 3]:
-        parts.append("L" + ",".join(map(str, config["layers"])))
-    parts.append(f"seed {config.get('seed', '?')}")
+    parts = [config.backbone, f"{config.image_size}px"]
+    if config.bottleneck != "pre+oce+mff":
+        parts.append(config.bottleneck)
+    if config.layers != (1, 2, 3):
+        parts.append("L" + ",".join(map(str, config.layers)))
+    parts.append(f"seed {config.seed}")
     return " ".join(parts)
 
 
-def group_key(config: dict) -> str:
-    return f"{config.get('protocol', '?')}/{config.get('category', '?')} {config.get('backbone', '?')}"
+def category_key(config: RunConfig) -> str:
+    return f"{config.protocol}/{config.category}"
+
+
+def group_key(config: RunConfig) -> str:
+    return f"{category_key(config)} {config.backbone}"
 
 
 def _grid(n: int, ncols: int = 5, w: float = 3.0, h: float = 2.3):
@@ -62,9 +69,8 @@ def _grid(n: int, ncols: int = 5, w: float = 3.0, h: float = 2.3):
     return fig, flat[:n]
 
 
-def _scores(rec: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    per = rec.get("per_image") or {}
-    labels, scores = per.get("label"), per.get("score")
+def _scores(rec: RunRecord) -> tuple[np.ndarray, np.ndarray] | None:
+    labels, scores = rec.per_image.get("label"), rec.per_image.get("score")
     if not labels or not scores or len(labels) != len(scores):
         return None
     s = np.asarray(scores, dtype=float)
@@ -77,7 +83,7 @@ def _minmax(s: np.ndarray) -> np.ndarray:
     return (s - s.min()) / span if span > 0 else np.zeros_like(s)
 
 
-def score_histograms(records: Iterable[dict]) -> tuple[str | None, int]:
+def score_histograms(records: Iterable[RunRecord]) -> tuple[str | None, int]:
     """Fig. 5: score histograms, normal vs anomalous, overall and per protocol/category/backbone.
     Scores of different runs live on different scales, so a panel pooling several runs min-max scales
     each run first (the panel title says so). Returns (data URI or None, panels left out)."""
@@ -86,9 +92,9 @@ def score_histograms(records: Iterable[dict]) -> tuple[str | None, int]:
 
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for rec in records:
-        pair = _scores(rec) if rec.get("status") == "ok" else None
+        pair = _scores(rec) if rec.ok else None
         if pair is not None and pair[1].size:
-            groups.setdefault(group_key(rec.get("config") or {}), []).append(pair)
+            groups.setdefault(group_key(rec.config), []).append(pair)
     if not groups:
         return None, 0
     panels = [("all runs", [p for runs in groups.values() for p in runs])] + sorted(groups.items())
@@ -111,13 +117,12 @@ def score_histograms(records: Iterable[dict]) -> tuple[str | None, int]:
     return figure_uri(fig), dropped
 
 
-def loss_curves(records: Iterable[dict]) -> tuple[str | None, int]:
+def loss_curves(records: Iterable[RunRecord]) -> tuple[str | None, int]:
     """Training loss per epoch, one panel per protocol/category, one line per run (failed: dashed)."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[RunRecord]] = {}
     for rec in records:
-        if rec.get("loss_curve"):
-            cfg = rec.get("config") or {}
-            groups.setdefault(f"{cfg.get('protocol', '?')}/{cfg.get('category', '?')}", []).append(rec)
+        if rec.loss_curve:
+            groups.setdefault(category_key(rec.config), []).append(rec)
     if not groups:
         return None, 0
     items = sorted(groups.items())
@@ -125,9 +130,9 @@ def loss_curves(records: Iterable[dict]) -> tuple[str | None, int]:
     fig, axes = _grid(len(items[:MAX_PANELS]))
     for ax, (name, recs) in zip(axes, items):
         for rec in recs:
-            curve = rec["loss_curve"]
+            curve = rec.loss_curve
             ax.plot(range(1, len(curve) + 1), curve, marker="." if len(curve) < 30 else None,
-                    linestyle="-" if rec.get("status") == "ok" else "--", label=run_label(rec["config"]))
+                    linestyle="-" if rec.ok else "--", label=run_label(rec.config))
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -138,27 +143,27 @@ def loss_curves(records: Iterable[dict]) -> tuple[str | None, int]:
     return figure_uri(fig), dropped
 
 
-def metric_curves(records: Iterable[dict]) -> tuple[str | None, int]:
+def metric_curves(records: Iterable[RunRecord]) -> tuple[str | None, int]:
     """Eval protocol "paper": test metrics every eval_every epochs, one panel per run; the star marks the
     best epoch, which is chosen on the test set (optimistic)."""
-    recs = [r for r in records if r.get("status") == "ok" and r.get("metric_curve")]
+    recs = [r for r in records if r.ok and r.metric_curve]
     if not recs:
         return None, 0
     dropped = max(0, len(recs) - MAX_PANELS)
     recs = recs[:MAX_PANELS]
     fig, axes = _grid(len(recs), ncols=4, w=3.4)
     for ax, rec in zip(axes, recs):
-        curve = rec["metric_curve"]
+        curve = rec.metric_curve
         names = [k for k in curve[0] if k != "epoch"]
         for name in names:
             pts = [(p["epoch"], 100 * p[name]) for p in curve if isinstance(p.get(name), (int, float))]
             if not pts:
                 continue
             line = ax.plot(*zip(*pts), marker=".", label=name)[0]
-            best = (rec.get("best_epoch_metrics") or {}).get(name)
+            best = (rec.best_epoch_metrics or {}).get(name)  # RunRecord.best has no epoch: the star needs it
             if isinstance(best, dict):
                 ax.plot(best["epoch"], 100 * best["value"], marker="*", markersize=10, color=line.get_color())
-        ax.set_title(f"{group_key(rec['config'])}\n{run_label(rec['config'])}", fontsize=8)
+        ax.set_title(f"{group_key(rec.config)}\n{run_label(rec.config)}", fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("%", fontsize=7)
@@ -211,10 +216,10 @@ def _g(v) -> str:
     return f"{v:.3g}" if isinstance(v, (int, float)) else "?"
 
 
-def gallery(record: dict) -> list[dict]:
+def gallery(record: RunRecord) -> list[dict]:
     """A record's gallery entries ready for the template (unreadable PNGs are left out, not fatal)."""
     out = []
-    for e in record.get("gallery") or []:
+    for e in record.gallery:
         try:
             lo, hi = (list(e.get("map_range") or []) + [None, None])[:2]
             out.append({"path": e.get("path", "?"), "label": {1: "anomalous", 0: "normal"}.get(e.get("label"), "?"),
@@ -226,19 +231,18 @@ def gallery(record: dict) -> list[dict]:
     return out
 
 
-def galleries(records: list[dict]) -> list[dict]:
+def galleries(records: list[RunRecord]) -> list[dict]:
     """Fig. 6/7 style: per protocol/category, the gallery of the run closest to the paper's setting
     (one run per category keeps a 200-run report at a few MB)."""
-    def paper_likeness(r: dict) -> tuple:
-        c = r["config"]
-        return (c.get("backbone") != "wide_resnet50_2", c.get("image_size") != 256,
-                c.get("bottleneck") != "pre+oce+mff", list(c.get("layers", [])) != [1, 2, 3],
-                (r.get("teacher_weights") or {}).get("kind") == "random", c.get("seed", 0))
+    def paper_likeness(r: RunRecord) -> tuple:
+        c = r.config
+        return (c.backbone != "wide_resnet50_2", c.image_size != 256, c.bottleneck != "pre+oce+mff",
+                c.layers != (1, 2, 3), r.random_teacher, c.seed)
 
-    best: dict[str, dict] = {}
+    best: dict[str, RunRecord] = {}
     for r in records:
-        if r.get("status") == "ok" and r.get("gallery"):
-            key = f"{r['config'].get('protocol', '?')}/{r['config'].get('category', '?')}"
+        if r.ok and r.gallery:
+            key = category_key(r.config)
             if key not in best or paper_likeness(r) < paper_likeness(best[key]):
                 best[key] = r
     out = []
@@ -246,6 +250,6 @@ def galleries(records: list[dict]) -> list[dict]:
         r = best[key]
         entries = gallery(r)
         if entries:
-            out.append({"name": key, "run": run_label(r["config"]), "hash": r["config_hash"],
-                        "random": (r.get("teacher_weights") or {}).get("kind") == "random", "entries": entries})
+            out.append({"name": key, "run": run_label(r.config), "hash": r.config_hash, "random": r.random_teacher,
+                        "entries": entries})
     return out

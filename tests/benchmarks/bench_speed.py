@@ -30,7 +30,7 @@ from rdbench.engine.inference import fast_predict, prepare_for_inference
 from rdbench.engine.train import train
 from rdbench.models.rd import build_rd_model
 from rdbench.perf.memory import measure_peak_memory
-from rdbench.perf.profile import _RandomImages
+from rdbench.perf.profile_figures import RandomImages
 from rdbench.perf.reference import (
     build_reference_model,
     reference_evaluate,
@@ -86,7 +86,7 @@ def test_peak_memory_wide_resnet50_2(benchmark):
 
 def test_training_throughput_resnet18(benchmark):
     size, batch, n = 256, 8, 16
-    data = _RandomImages(n, size)
+    data = RandomImages(n, size)
     cfg = RunConfig(backbone="resnet18", weights="none", epochs=1 + rounds(3), batch_size=batch, image_size=size,
                     seed=0)
     torch.manual_seed(0)

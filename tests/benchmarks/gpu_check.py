@@ -82,17 +82,17 @@ def main(argv: list[str] | None = None) -> dict:
         rec = run_one(cfg, Path(tmp) / "results", progress=False, keep_model=False)
         wall = time.perf_counter() - t0
     result["category_run"] = {
-        "wall_s": wall, "status": rec["status"], "error": rec.get("error"), "metrics": rec.get("metrics"),
-        "timings": rec.get("timings"), "counts": rec.get("counts"), "config": cfg.to_dict(),
-        "environment": rec.get("environment"),
+        "wall_s": wall, "status": rec.status, "error": rec.error, "metrics": rec.metrics,
+        "timings": rec.timings, "counts": rec.counts, "config": cfg.to_dict(),
+        "environment": rec.environment,
         "description": f"run_one: {epochs} epochs of {n_train} synthetic {size}px images + evaluation of "
                        f"{n_good + n_bad} test images, {backbone}, batch {cfg.batch_size}, random teacher; "
                        f"wall clock including data loading, model building and the record"}
     save()
-    t = rec.get("timings") or {}
-    print(f"== category run: {rec['status']} in {wall:.1f} s (train {t.get('train_s', float('nan')):.1f} s, "
+    t = rec.timings
+    print(f"== category run: {rec.status} in {wall:.1f} s (train {t.get('train_s', float('nan')):.1f} s, "
           f"eval {t.get('eval_s', float('nan')):.1f} s), feature cache "
-          f"{(t.get('feature_cache') or {}).get('active')}" + (f": {rec.get('error')}" if rec.get("error") else ""),
+          f"{(t.get('feature_cache') or {}).get('active')}" + (f": {rec.error}" if rec.error else ""),
           flush=True)
 
     # 2. the profiles, cheapest and most important first

@@ -1,0 +1,82 @@
+"""Provenance of a record: the software and machine that made it (versions, git state, device name)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+import torchvision
+
+from rdbench import __version__
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the rdbench package folder
+
+
+def git_state(cwd: Path | None = None) -> dict:
+    """Commit and dirty flag of the rdbench checkout; None when rdbench is not run from its own git
+    checkout (an installed copy inside some other repository must not report that repository)."""
+    here = cwd or PACKAGE_DIR
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != here.parent.resolve():
+            return {"commit": None, "dirty": None}
+        # untracked files count: a new protocol module changes what a run does
+        dirty = bool(git("status", "--porcelain", "--", str(here.parent / "rdbench"), str(here.parent / "protocols")))
+        return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def device_name(device: torch.device) -> str:
+    """The accelerator's marketing name, or the CPU's (what a reader compares timings by)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment(device: torch.device | None = None) -> dict:
+    env = {"rdbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+           "platform": platform.platform(), "threads": torch.get_num_threads(), **git_state()}
+    if device is not None:
+        env["device"] = str(device)
+        env["device_name"] = device_name(device)
+        if device.type == "cuda":
+            env["cudnn_deterministic"] = torch.backends.cudnn.deterministic
+            env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+            env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
+    return env
+
+
+def _source_files() -> list[tuple[str, Path]]:
+    """(name in the fingerprint, file) of the code that decides a run's numbers: the rdbench package and the
+    installed protocol modules, wherever they are installed (no git needed)."""
+    import importlib.util
+
+    roots = [("rdbench", PACKAGE_DIR)]
+    spec = importlib.util.find_spec("rdbench_protocols")  # locates without importing it
+    if spec is not None and spec.submodule_search_locations:
+        roots.append(("rdbench_protocols", Path(next(iter(spec.submodule_search_locations)))))
+    out = []
+    for name, root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".json", ".j2", ".css") and "__pycache__" not in path.parts:
+                out.append((f"{name}/{path.relative_to(root).as_posix()}", path))
+    return out
+
+
+def code_fingerprint() -> str:
+    """sha256 over (name, sha256 of the content) of every source file: equal code, equal fingerprint."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, path in _source_files():
+        h.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()

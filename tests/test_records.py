@@ -1,0 +1,82 @@
+"""The typed run record: round trips, records written by earlier rdbench (schema 1), bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rdbench.config import RunConfig
+from rdbench.records.schema import SCHEMA_VERSION, RecordError, RunRecord
+from rdbench.records.store import read_record, store_record, write_record
+
+DATA = Path(__file__).parent / "data"
+# Written by rdbench at commit 46de8fb (before records were typed): an ok run with eval protocol "paper"
+# (2 epochs, resnet18, random teacher, the tiny test tree) and a failed one (a missing category).
+OLD_OK, OLD_FAILED = DATA / "record_schema1_ok.json", DATA / "record_schema1_failed.json"
+
+
+def test_old_ok_record_loads_with_every_field():
+    raw = json.loads(OLD_OK.read_text())
+    rec = read_record(OLD_OK)
+    assert rec.ok and rec.schema_version == SCHEMA_VERSION == raw["schema_version"] == 1
+    assert rec.config.to_dict() == raw["config"] and rec.config_hash == raw["config_hash"] == rec.config.hash()
+    assert rec.metrics == raw["metrics"] and set(rec.metrics) == {"image_auroc", "pixel_auroc", "pro_mvtec",
+                                                                  "pro_rd4ad"}
+    assert rec.per_image == raw["per_image"] and rec.loss_curve == raw["loss_curve"]
+    assert rec.best("image_auroc") == raw["best_epoch_metrics"]["image_auroc"]["value"]
+    assert rec.metric_curve == raw["metric_curve"] and rec.random_teacher
+    assert rec.unknown == {}  # every key of schema 1 has a typed field
+    assert rec.to_dict() == raw  # and writes back byte for byte the same JSON object
+
+
+def test_old_failed_record_loads():
+    raw = json.loads(OLD_FAILED.read_text())
+    rec = read_record(OLD_FAILED)
+    assert rec.status == "failed" and "nonexistent" in rec.error and rec.traceback
+    assert rec.metrics == {} and rec.environment == raw["environment"]
+    assert rec.to_dict() == raw
+
+
+def test_round_trip_keeps_keys_of_a_newer_schema(tmp_path):
+    rec = RunRecord.new(RunConfig(category="grid", seed=3))
+    rec.status, rec.metrics, rec.counts = "ok", {"image_auroc": 0.75, "pro_mvtec": None}, {"train": 4}
+    d = rec.to_dict() | {"data": {"fingerprint": "abc"}}  # a field some later rdbench adds
+    back = RunRecord.from_dict(json.loads(json.dumps(d)))
+    assert back.unknown == {"data": {"fingerprint": "abc"}} and back.to_dict() == d
+    assert back.config == rec.config and back.metric("pro_mvtec") is None
+
+
+def test_store_never_replaces_an_ok_record_with_a_failure(tmp_path):
+    config = RunConfig(category="grid")
+    ok = RunRecord.new(config)
+    ok.status = "ok"
+    first = Path(store_record(ok, tmp_path).record_path)
+    failed = RunRecord.new(config)
+    failed.fail("RuntimeError: boom")
+    second = Path(store_record(failed, tmp_path).record_path)
+    assert read_record(first).ok and second.parent.name == "failed" and read_record(second).error.endswith("boom")
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"status": "ok"}', "not an rdbench run record"),
+    ('{"config": {}, "status": "done"}', "status 'done' is not one of running, ok, failed"),
+    ('{"config": {}, "status": "ok", "schema_version": 99}', "schema_version 99; this rdbench reads up to 1"),
+    ('{"config": {"layers": [4]}, "status": "ok"}', "its config does not load: layers must be"),
+    ("[1, 2]", "not an rdbench run record"),
+    ("{ no", "is not valid JSON"),
+])
+def test_bad_records_fail_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(RecordError, match="r.json") as exc:
+        read_record(path)
+    assert message in str(exc.value)
+
+
+def test_written_record_is_json_a_reader_without_rdbench_can_use(tmp_path):
+    rec = RunRecord.new(RunConfig(category="grid"))
+    rec.fail("ValueError: x")
+    d = json.loads(write_record(rec, tmp_path / "r.json").read_text())
+    assert d["status"] == "failed" and d["config"]["category"] == "grid" and "metrics" not in d
