@@ -1,4 +1,4 @@
-"""Tests for rdbench.metrics.core against independent oracles written here.
+"""Tests for rdbench.metrics against independent oracles written here.
 
 The oracles are deliberately slow and literal: sklearn for AUROC, a threshold-by-threshold loop for the
 MVTec PRO curve, and the authors' compute_pro loop (skimage label + regionprops, sklearn auc) for the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import statistics
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from scipy import ndimage
 from skimage import measure
 from sklearn.metrics import auc, roc_auc_score
 
-from rdbench.metrics.core import image_auroc, pixel_auroc, pro_auc
+from rdbench.metrics import image_auroc, pixel_auroc, pro_auc
 
 
 # ----------------------------------------------------------------------------------------------- oracles
@@ -363,29 +362,3 @@ def test_unknown_variant_and_bad_limit() -> None:
         with pytest.raises(ValueError, match=r"fpr_limit must be a number in \(0, 1\]"):
             pro_auc(MASK_4X4, MAP_4X4, fpr_limit=limit)  # type: ignore[arg-type]
     assert 0 < pro_auc(MASK_4X4, MAP_4X4, fpr_limit=np.float32(0.3)) <= 1
-
-
-# ----------------------------------------------------------------------------------------------- timing
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_timing_100_images_256(dtype: type) -> None:
-    """Prints timings (no assertion): 100 x 256 x 256, about half the images anomalous."""
-    rng = np.random.default_rng(42)
-    n, size = 100, 256
-    masks = np.zeros((n, size, size), dtype=np.uint8)
-    for i in range(0, n, 2):
-        for _ in range(int(rng.integers(1, 4))):  # 1-3 rectangular defects
-            y, x, hh, ww = rng.integers(0, 220, 2).tolist() + rng.integers(4, 36, 2).tolist()
-            masks[i, y:y + hh, x:x + ww] = 1
-    maps = rng.random((n, size, size), dtype=np.float32) + masks
-    maps = ndimage.gaussian_filter(maps, sigma=(0, 4, 4)).astype(dtype)
-    labels = masks.reshape(n, -1).max(axis=1)
-    timings = {}
-    for name, fn in [("image_auroc", lambda: image_auroc(labels, maps.reshape(n, -1).max(axis=1))),
-                     ("pixel_auroc", lambda: pixel_auroc(masks, maps)),
-                     ("pro_auc mvtec", lambda: pro_auc(masks, maps, variant="mvtec")),
-                     ("pro_auc rd4ad", lambda: pro_auc(masks, maps, variant="rd4ad"))]:
-        start = time.perf_counter()
-        value = fn()
-        timings[name] = time.perf_counter() - start
-        print(f"\n{name:>14}: {timings[name]:.3f} s  (value {value:.4f})", end="")
-    print(f"\n{'total':>14}: {sum(timings.values()):.3f} s  ({np.dtype(dtype).name} maps)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -16,22 +17,32 @@ import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.datasets.utils import calculate_md5
 
 import rdbench.data.novelty as nov
+import rdbench.data.novelty.fashionmnist as fashion_module
 from rdbench.data.mvtec import DatasetError
 from rdbench.data.novelty import (
     CALTECH_MAX_NORMAL,
     NOVELTY_DATASETS,
+    Caltech256Source,
+    CIFAR10Source,
+    FashionMNISTSource,
+    MNISTSource,
     NoveltyItem,
+    NoveltySource,
     NoveltyTest,
     NoveltyTrain,
     caltech_default_classes,
     caltech_split,
     check_novelty_data,
     expected_tree,
+    get_source,
     novelty_classes,
-    read_idx,
+    read_idx_file,
     read_split,
+    register,
     resolve_root,
     stratified_subset,
 )
@@ -155,7 +166,7 @@ def caltech_root(tmp_path_factory) -> Path:
 # -------------------------------------------------------------------------------------------- registry
 
 
-def test_registry_specs_and_class_names():
+def test_registry_sources_and_class_names():
     assert NOVELTY_DATASETS.names() == ["caltech256", "cifar10", "fashionmnist", "mnist"]
     assert novelty_classes("mnist") == tuple("0123456789")
     assert novelty_classes("fashionmnist") == tuple(torchvision.datasets.FashionMNIST.classes)
@@ -166,13 +177,54 @@ def test_registry_specs_and_class_names():
     for name in ("mnist", "fashionmnist"):
         assert NOVELTY_DATASETS.get(name).mean is None  # the authors do not normalise MNIST / FashionMNIST
     for name in ("cifar10", "caltech256"):
-        spec = NOVELTY_DATASETS.get(name)
-        assert (spec.mean, spec.std) == (IMAGENET_MEAN, IMAGENET_STD)
+        source = NOVELTY_DATASETS.get(name)
+        assert (source.mean, source.std) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+@pytest.mark.parametrize("name,module,cls", [
+    ("mnist", "mnist", MNISTSource),
+    ("fashionmnist", "fashionmnist", FashionMNISTSource),
+    ("cifar10", "cifar10", CIFAR10Source),
+    ("caltech256", "caltech256", Caltech256Source),
+])  # fmt: skip
+def test_each_dataset_file_registers_its_source(name, module, cls):
+    assert name in NOVELTY_DATASETS.names()
+    source = get_source(name)
+    assert type(source) is cls and isinstance(source, NoveltySource)
+    assert cls.__module__ == f"rdbench.data.novelty.{module}" and source.name == name
+    assert register(cls) is cls and type(get_source(name)) is cls  # registering the same class again: harmless
+
+
+def test_a_different_source_under_a_taken_name_is_refused():
+    class OtherMNIST(MNISTSource):
+        pass
+
+    with pytest.raises(ValueError, match="novelty dataset 'mnist' is already registered"):
+        register(OtherMNIST)
+    assert type(get_source("mnist")) is MNISTSource
+
+
+def test_package_imports_nothing_above_data():
+    import ast
+
+    imported = set()
+    for path in Path(nov.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    ours = {m for m in imported if m.split(".")[0] == "rdbench"}
+    assert ours and all(m.startswith(("rdbench.data", "rdbench.registry")) for m in ours), ours
 
 
 @pytest.mark.parametrize("call", [
     lambda: NOVELTY_DATASETS.get("cifar100"),
+    lambda: get_source("cifar100"),
     lambda: resolve_root("cifar100", "/x"),
+    lambda: expected_tree("cifar100"),
+    lambda: read_split("cifar100", "/x", True),
+    lambda: novelty_classes("svhn"),
     lambda: NoveltyTrain("svhn", "/x", 0),
     lambda: NoveltyTest("svhn", "/x", 0),
     lambda: check_novelty_data("svhn", "/x"),
@@ -197,20 +249,32 @@ def test_expected_trees_match_torchvision_layouts():
 # ------------------------------------------------------------------------------------------------- IDX
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, ">i2", ">i4", ">f4", ">f8"])
-@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4)])
-def test_read_idx_agrees_with_torchvision_reader(tmp_path, dtype, shape):
-    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
-
-    arr = (np.arange(np.prod(shape)) * 37 - 50).reshape(shape).astype(dtype)
+@pytest.mark.parametrize("reader,arr", [
+    (read_image_file, (np.arange(2 * 3 * 4) * 37 % 256).reshape(2, 3, 4).astype(np.uint8)),
+    (read_label_file, np.array([3, 0, 9, 255, 7], np.uint8)),
+])  # fmt: skip
+def test_read_idx_file_is_torchvisions_reader_on_raw_and_gz(tmp_path, reader, arr):
     raw = write_idx(tmp_path / "a-ubyte", arr)
-    gz = write_idx(tmp_path / "a-ubyte.gz", arr)
-    ref = read_sn3_pascalvincent_tensor(str(raw)).numpy()
+    gz = write_idx(tmp_path / "b-ubyte.gz", arr)
+    ref = reader(str(raw)).numpy()
     for path in (raw, gz):
-        ours = read_idx(path)
-        assert ours.shape == ref.shape and ours.dtype == ref.dtype
+        ours = read_idx_file(path, reader)
+        assert ours.shape == arr.shape and ours.dtype == ref.dtype
         np.testing.assert_array_equal(ours, ref)
         np.testing.assert_array_equal(ours, arr)
+    assert not list(tmp_path.glob("b-ubyte")) and gz.is_file()  # decompressed elsewhere, the .gz left alone
+
+
+@pytest.mark.parametrize("reader,arr,why", [
+    (read_image_file, np.zeros((2, 3, 4), ">i4"), "torch.uint8"),
+    (read_image_file, np.zeros((2, 3), np.uint8), "3 dimension"),
+    (read_label_file, np.zeros((2, 3), np.uint8), "1 dimension"),
+])  # fmt: skip
+def test_read_idx_file_names_a_file_of_the_wrong_kind(tmp_path, reader, arr, why):
+    path = write_idx(tmp_path / "x-ubyte.gz", arr)
+    with pytest.raises(DatasetError, match="cannot read IDX file: " + re.escape(str(path))) as err:
+        read_idx_file(path, reader)
+    assert why in str(err.value) and "Fix:" in str(err.value)
 
 
 @pytest.mark.parametrize("layout", ["tv", "gz", "flat"])
@@ -254,7 +318,7 @@ def test_mnist_train_is_normal_class_only_in_unit_range(idx_roots, mnist_arrays)
         ds = NoveltyTrain("fashionmnist", idx_roots["gz"], c)
         assert len(ds) == int((labels == c).sum())
         expected = mnist_arrays["train-images-idx3-ubyte"][labels == c]
-        np.testing.assert_array_equal(ds.source.array, expected)  # the normal class, in file order
+        np.testing.assert_array_equal(ds.images.array, expected)  # the normal class, in file order
         x = torch.stack([ds[i] for i in range(len(ds))])
         assert x.min() >= 0.0 and x.max() <= 1.0  # no normalisation
         assert ds.class_name == torchvision.datasets.FashionMNIST.classes[c]
@@ -279,7 +343,7 @@ def test_max_images_train_keeps_first_n_and_image_size(idx_roots):
     full = NoveltyTrain("mnist", idx_roots["tv"], 2)
     two = NoveltyTrain("mnist", idx_roots["tv"], 2, max_images=2, image_size=64)
     assert len(two) == 2 and two[0].shape == (3, 64, 64)
-    np.testing.assert_array_equal(two.source.array, full.source.array[:2])
+    np.testing.assert_array_equal(two.images.array, full.images.array[:2])
     assert len(NoveltyTrain("mnist", idx_roots["tv"], 2, max_images=100)) == len(full)
     with pytest.raises(ValueError, match="max_images must be >= 1"):
         NoveltyTrain("mnist", idx_roots["tv"], 2, max_images=0)
@@ -290,11 +354,11 @@ def test_max_images_test_is_stratified_and_deterministic(idx_roots):
     assert len(ds) == 10 and sorted(set(ds.labels.tolist())) == [0, 1]
     assert int((ds.labels == 0).sum()) == 1  # 10 % normal in the full split -> 1 of 10
     again = NoveltyTest("mnist", idx_roots["tv"], 5, max_images=10, seed=0)
-    np.testing.assert_array_equal(ds.source.array, again.source.array)
+    np.testing.assert_array_equal(ds.images.array, again.images.array)
     np.testing.assert_array_equal(ds.targets, again.targets)
     assert all((t == 5) == (lab == 0) for t, lab in zip(ds.targets, ds.labels))
     other = NoveltyTest("mnist", idx_roots["tv"], 5, max_images=10, seed=1)
-    assert not np.array_equal(ds.source.array, other.source.array)
+    assert not np.array_equal(ds.images.array, other.images.array)
     tiny = NoveltyTest("mnist", idx_roots["tv"], 5, max_images=2)
     assert sorted(tiny.labels.tolist()) == [0, 1]
     with pytest.raises(ValueError, match="max_images must be >= 2"):
@@ -316,27 +380,51 @@ def test_stratified_subset_proportions():
         stratified_subset(labels, 1)
 
 
+def test_stratified_subset_is_sklearns_split():
+    from sklearn.model_selection import train_test_split
+
+    labels = np.array([0] * 100 + [1] * 900)
+    for seed in (0, 3):
+        picked, _ = train_test_split(np.arange(1000), train_size=50, stratify=labels, random_state=seed)
+        assert stratified_subset(labels, 50, seed=seed) == sorted(picked.tolist())
+
+
+@pytest.mark.parametrize("labels,max_images", [
+    ([0, 0, 1, 1, 2] + [3] * 100, 4),  # a label of one item (sklearn cannot stratify it), shares below one
+    ([0, 0, 1, 1, 2] + [3] * 100, 103),  # fewer items left out than labels (sklearn cannot stratify that)
+    ([0] * 3 + [1] * 27, 2),  # 10 % normal of 2: rounds to no normal item
+    ([5] * 4 + [7] * 4, 7),
+])  # fmt: skip
+def test_stratified_subset_keeps_one_of_each_label(labels, max_images):
+    labels = np.asarray(labels)
+    for seed in range(3):
+        keep = stratified_subset(labels, max_images, seed=seed)
+        assert len(keep) == len(set(keep)) == max_images and keep == sorted(keep)
+        assert set(labels[keep].tolist()) == set(labels.tolist())
+        assert keep == stratified_subset(labels, max_images, seed=seed)
+
+
 # ---------------------------------------------------------------------------------- FashionMNIST, Debian
 
 
 def test_fashionmnist_found_in_debian_folder_without_root(idx_roots, monkeypatch):
-    monkeypatch.setattr(nov, "DEBIAN_FASHION_MNIST", idx_roots["flat"])
+    monkeypatch.setattr(fashion_module, "DEBIAN_FASHION_MNIST", idx_roots["flat"])
     assert resolve_root("fashionmnist", None) == idx_roots["flat"]
     assert check_novelty_data("fashionmnist") == idx_roots["flat"]
     ref = NoveltyTrain("fashionmnist", idx_roots["tv"], 1)
     ds = NoveltyTrain("fashionmnist", None, 1)
-    np.testing.assert_array_equal(ds.source.array, ref.source.array)
+    np.testing.assert_array_equal(ds.images.array, ref.images.array)
     assert len(NoveltyTest("fashionmnist", None, 1)) == N_TEST
 
 
 def test_fashionmnist_without_root_or_debian_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(nov, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(fashion_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(DatasetError) as err:
         resolve_root("fashionmnist", None)
     _assert_layout_message(err, tmp_path / "nowhere", "dataset-fashion-mnist", "FashionMNIST/", "raw/")
     (tmp_path / "partial").mkdir()
     write_idx(tmp_path / "partial" / "train-images-idx3-ubyte.gz", np.zeros((1, 2, 2), np.uint8))
-    monkeypatch.setattr(nov, "DEBIAN_FASHION_MNIST", tmp_path / "partial")
+    monkeypatch.setattr(fashion_module, "DEBIAN_FASHION_MNIST", tmp_path / "partial")
     with pytest.raises(DatasetError) as err:
         NoveltyTrain("fashionmnist", None, 0)
     _assert_layout_message(err, tmp_path / "partial", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
@@ -345,7 +433,7 @@ def test_fashionmnist_without_root_or_debian_folder(tmp_path, monkeypatch):
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
                     reason="Debian package dataset-fashion-mnist not installed")  # fmt: skip
 def test_real_debian_fashionmnist():
-    assert nov.DEBIAN_FASHION_MNIST == Path("/usr/share/datasets/fashion-mnist")
+    assert nov.DEBIAN_FASHION_MNIST == fashion_module.DEBIAN_FASHION_MNIST == Path("/usr/share/datasets/fashion-mnist")
     images, targets = read_split("fashionmnist", None, train=True)
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(targets, minlength=10).tolist() == [6000] * 10
@@ -353,16 +441,65 @@ def test_real_debian_fashionmnist():
     assert test_images.shape == (10000, 28, 28) and np.bincount(test_targets).tolist() == [1000] * 10
     ds = NoveltyTrain("fashionmnist", None, 9)
     assert len(ds) == 6000 and ds.class_name == "Ankle boot" and ds[0].shape == (3, 32, 32)
-    np.testing.assert_array_equal(ds.source.array, images[targets == 9])
+    np.testing.assert_array_equal(ds.images.array, images[targets == 9])
+    # read in place: nothing decompressed next to the .gz files
+    assert sorted(p.name for p in nov.DEBIAN_FASHION_MNIST.iterdir()) == sorted(f"{n}.gz" for n in IDX_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-10
 
 
+def trust_cifar(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make torchvision's md5 lists (which rdbench reads, so real data stays checked) name the hashes of the
+    fake batch files in ``folder``, for this test only."""
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f, calculate_md5(folder / f)] for f, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[f, calculate_md5(folder / f)] for f, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": calculate_md5(folder / cls.meta["filename"])})
+
+
+@pytest.fixture
+def trusted_cifar(cifar_root, monkeypatch) -> Path:
+    trust_cifar(monkeypatch, cifar_root / "cifar-10-batches-py")
+    return cifar_root
+
+
 def test_torchvision_cifar10_rejects_unofficial_batches(cifar_root):
-    # torchvision verifies the md5 of every batch even with download=False: why rdbench uses a no-md5 subclass
+    # torchvision verifies the md5 of every batch even with download=False: why the tests patch its md5 lists
     with pytest.raises(RuntimeError, match="not found or corrupted"):
         torchvision.datasets.CIFAR10(str(cifar_root), train=True, download=False)
+
+
+def test_cifar10_md5_checked_against_the_official_release(cifar_root):
+    official = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "test_batch": "40351d587109b95175f43aff81a1287e",
+                "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}  # fmt: skip
+    md5s = get_source("cifar10").file_md5s()
+    assert len(md5s) == 7 and all(md5s[f] == m for f, m in official.items())
+    with pytest.raises(DatasetError) as err:  # the fakes are not the official files
+        NoveltyTrain("cifar10", cifar_root, 0)
+    msg = _assert_layout_message(err, "fail torchvision's md5 check", cifar_root / "cifar-10-batches-py",
+                                 "data_batch_1 (md5 ", "expected c99cafc152244af753f735de768cd75f")  # fmt: skip
+    assert "not found or corrupted" in repr(err.value.__cause__)  # torchvision's own error, kept as the cause
+    assert all(f in msg.split("\n")[0] for f in md5s)
+
+
+def test_cifar10_modified_batch_named(cifar_root, tmp_path, monkeypatch):
+    broken = tmp_path / "cifar"
+    shutil.copytree(cifar_root, broken)
+    folder = broken / "cifar-10-batches-py"
+    trust_cifar(monkeypatch, folder)
+    assert len(NoveltyTrain("cifar10", broken, 0)) == 5
+    with open(folder / "data_batch_3", "rb") as f:
+        batch = pickle.load(f)
+    batch["labels"][0] = (batch["labels"][0] + 1) % 10  # one label changed: still a valid batch
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump(batch, f)
+    for call in (lambda: NoveltyTrain("cifar10", broken, 0), lambda: NoveltyTest("cifar10", broken, 0)):
+        with pytest.raises(DatasetError) as err:  # test too: torchvision checks every file for either split
+            call()
+        first = _assert_layout_message(err, "fail torchvision's md5 check", "data_batch_3 (md5 ",
+                                       folder).split("\n")[0]  # fmt: skip
+        assert "data_batch_1" not in first and "test_batch" not in first  # only the modified file
 
 
 def _cifar_raw(root: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -375,15 +512,15 @@ def _cifar_raw(root: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.vstack(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.array(labels)
 
 
-def test_cifar10_train_test_and_normalisation(cifar_root):
-    c = 6
+def test_cifar10_train_test_and_normalisation(trusted_cifar):
+    c, cifar_root = 6, trusted_cifar
     raw, labels = _cifar_raw(cifar_root, [f"data_batch_{i}" for i in range(1, 6)])
     images, targets = read_split("cifar10", cifar_root, train=True)
     np.testing.assert_array_equal(images, raw)
     np.testing.assert_array_equal(targets, labels)
     ds = NoveltyTrain("cifar10", cifar_root, c)
     assert len(ds) == 5 and ds.class_name == "frog"
-    np.testing.assert_array_equal(ds.source.array, raw[labels == c])
+    np.testing.assert_array_equal(ds.images.array, raw[labels == c])
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     for i, expected in enumerate(raw[labels == c]):
         x = ds[i]
@@ -403,7 +540,7 @@ def test_cifar10_train_test_and_normalisation(cifar_root):
     assert len(sub) == 5 and sorted(set(sub.labels.tolist())) == [0, 1]
 
 
-def test_cifar10_errors(cifar_root, tmp_path):
+def test_cifar10_errors(cifar_root, tmp_path, monkeypatch):
     broken = tmp_path / "cifar"
     shutil.copytree(cifar_root, broken)
     (broken / "cifar-10-batches-py" / "test_batch").unlink()
@@ -414,6 +551,7 @@ def test_cifar10_errors(cifar_root, tmp_path):
         NoveltyTrain("cifar10", cifar_root / "cifar-10-batches-py", 0)
     _assert_layout_message(err, "looks like the cifar-10-batches-py folder", f"pass its parent {cifar_root}")
     (broken / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    trust_cifar(monkeypatch, broken / "cifar-10-batches-py")  # md5 passes: the unpickling fails
     with pytest.raises(DatasetError) as err:
         NoveltyTest("cifar10", broken, 0)
     _assert_layout_message(err, "cannot read CIFAR-10 batches", broken / "cifar-10-batches-py")
@@ -527,10 +665,12 @@ def test_caltech_datasets(caltech_root):
     tr = NoveltyTrain("caltech256", caltech_root, 1)
     te = NoveltyTest("caltech256", caltech_root, 1)
     assert len(tr) == 16 and len(te) == 8
-    assert not set(tr.split.train) & set(te.split.test_normal)
+    split = caltech_split(caltech_root, 1)
+    assert tr.images.paths == list(split.train) and te.images.paths == [*split.test_normal, *split.test_outliers]
+    assert not set(tr.images.paths) & set(te.images.paths)
     xs = torch.stack([tr[i] for i in range(len(tr))])  # includes the grey image, converted to RGB
     assert xs.shape == (16, 3, 32, 32) and xs.min() < 0  # ImageNet-normalised
-    img = Image.open(tr.split.train[0]).convert("RGB").resize((32, 32), Image.BILINEAR)
+    img = Image.open(tr.images.paths[0]).convert("RGB").resize((32, 32), Image.BILINEAR)
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     ref = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255 - mean) / std
     torch.testing.assert_close(tr[0], ref, atol=1e-5, rtol=0)
@@ -540,7 +680,7 @@ def test_caltech_datasets(caltech_root):
     assert all(it.image.shape == (3, 32, 32) for it in items)
     big = NoveltyTest("caltech256", caltech_root, 0, max_images=10, seed=5)
     assert len(big) == 10 and big.labels.tolist().count(0) == 5  # stays 50 % outliers
-    assert NoveltyTest("caltech256", caltech_root, 0, max_images=10, seed=5).source.paths == big.source.paths
+    assert NoveltyTest("caltech256", caltech_root, 0, max_images=10, seed=5).images.paths == big.images.paths
     assert len(NoveltyTrain("caltech256", caltech_root, 0, max_images=7, image_size=64)) == 7
     assert NoveltyTrain("caltech256", caltech_root, 0, image_size=64)[0].shape == (3, 64, 64)
     with pytest.raises(ValueError, match=r"normal_class 3 out of range for caltech256 \(3 classes\); "
@@ -584,6 +724,6 @@ def test_corrupt_caltech_image_named_when_loaded(caltech_root, tmp_path):
     root = tmp_path / "cal"
     shutil.copytree(caltech_root, root)
     ds = NoveltyTrain("caltech256", root, 1)
-    ds.split.train[0].write_bytes(b"\x00not a jpeg")
-    with pytest.raises(DatasetError, match=f"cannot read image file: .*{ds.split.train[0].name}"):
+    ds.images.paths[0].write_bytes(b"\x00not a jpeg")
+    with pytest.raises(DatasetError, match=f"cannot read image file: .*{ds.images.paths[0].name}"):
         ds[0]

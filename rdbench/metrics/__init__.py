@@ -1,5 +1,17 @@
-"""Pure metric functions on numpy arrays (AUROC, both PRO variants). Imports nothing of rdbench."""
+"""Anomaly-detection metrics: image AUROC, pixel AUROC and the two PRO (per-region overlap) variants.
 
-from rdbench.metrics.core import image_auroc, pixel_auroc, pro_auc
+Pure functions on numpy arrays. Anomaly maps are ``N x H x W`` floats, ground-truth masks ``N x H x W``
+in {0, 1} (bool, int or float); a single ``H x W`` pair is treated as N = 1. Floating scores keep
+their dtype (comparisons within float32 are exact, and sorting float32 is twice as fast as float64);
+other scores become float64. Nothing is rounded here (the authors round to 3 decimals when printing:
+a reporting choice). Definitions follow the project's paper notes (IMPLEMENTATION_FACTS.md,
+"Scoring and metrics").
 
-__all__ = ["image_auroc", "pixel_auroc", "pro_auc"]
+Modules: ``auroc`` (image and pixel AUROC), ``pro`` (both PRO variants), ``checks`` (input validation).
+Imports nothing of rdbench.
+"""
+
+from rdbench.metrics.auroc import image_auroc, pixel_auroc
+from rdbench.metrics.pro import PRO_VARIANTS, RD4AD_NUM_THRESHOLDS, pro_auc
+
+__all__ = ["PRO_VARIANTS", "RD4AD_NUM_THRESHOLDS", "image_auroc", "pixel_auroc", "pro_auc"]

@@ -27,7 +27,7 @@ Deliberate differences, each needed to compare with rdbench or to run on today's
   loops see the same batches; the authors' DataLoader draws from the global RNG.
 * ``df.append`` (removed in pandas 2) is ``pd.concat`` of a one-row frame; ``np.bool`` is ``bool``.
 * Where their ``compute_pro`` crashes or returns NaN, rdbench's documented rules apply (see
-  ``rdbench.metrics.core.pro_auc``): constant map -> 0, no threshold with FPR < 0.3 -> 0, largest kept
+  ``rdbench.metrics.pro_auc``): constant map -> 0, no threshold with FPR < 0.3 -> 0, largest kept
   FPR 0 -> the largest kept PRO, a single kept point -> 0, a mask without normal pixels -> FPR 0.
 * Metrics are not rounded to 3 decimals (they round when printing).
 * ``layers`` may select a subset of layers (Table 7); the authors always use all three.

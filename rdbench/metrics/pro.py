@@ -1,12 +1,5 @@
-"""Anomaly-detection metrics: image AUROC, pixel AUROC and the two PRO (per-region overlap) variants.
-
-Pure functions on numpy arrays. Anomaly maps are ``N x H x W`` floats, ground-truth masks ``N x H x W``
-in {0, 1} (bool, int or float); a single ``H x W`` pair is treated as N = 1. Floating scores keep
-their dtype (comparisons within float32 are exact, and sorting float32 is twice as fast as float64);
-other scores become float64. Nothing is rounded here (the authors round to 3 decimals when printing:
-a reporting choice). Definitions follow the project's paper notes (IMPLEMENTATION_FACTS.md,
-"Scoring and metrics").
-"""
+"""PRO (per-region overlap) up to an FPR limit, in its two definitions: MVTec AD's whole-set curve ("mvtec")
+and the authors' per-image 200-threshold curve ("rd4ad"). See IMPLEMENTATION_FACTS.md, "Scoring and metrics"."""
 
 from __future__ import annotations
 
@@ -16,7 +9,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-__all__ = ["PRO_VARIANTS", "RD4AD_NUM_THRESHOLDS", "image_auroc", "pixel_auroc", "pro_auc"]
+from rdbench.metrics.checks import both_classes, maps_and_masks
+
+__all__ = ["PRO_VARIANTS", "RD4AD_NUM_THRESHOLDS", "pro_auc"]
 
 PRO_VARIANTS = ("mvtec", "rd4ad")
 RD4AD_NUM_THRESHOLDS = 200  # num_th in the authors' compute_pro
@@ -27,83 +22,6 @@ _CONN8_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
 _CONN8_PER_IMAGE[1] = True
 
 
-# ---------------------------------------------------------------------------------------------- validation
-def _finite(name: str, a: ArrayLike) -> np.ndarray:
-    a = np.asarray(a)
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        n_nan = int(np.isnan(a).sum())
-        raise ValueError(f"{name} must be finite; found {n_nan} NaN and {int(bad.sum()) - n_nan} inf values")
-    return a
-
-
-def _binary(name: str, a: np.ndarray) -> np.ndarray:
-    if a.dtype == bool:
-        return a
-    ok = (a == 0) | (a == 1)
-    if not ok.all():
-        found = np.unique(a[~ok])
-        more = f" (and {found.size - 10} more)" if found.size > 10 else ""
-        raise ValueError(f"{name} must be binary (0/1); found other values {found[:10].tolist()}{more}")
-    return a == 1
-
-
-def _both_classes(y: np.ndarray, what: str) -> None:
-    n_pos = int(np.count_nonzero(y))
-    if n_pos == 0:
-        raise ValueError(f"no anomalous {what} (all ground truth is 0): the metric is undefined")
-    if n_pos == y.size:
-        raise ValueError(f"no normal {what} (all ground truth is 1): the metric is undefined")
-
-
-def _maps_and_masks(masks: ArrayLike, maps: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    m, a = np.asarray(masks), np.asarray(maps)
-    if m.shape != a.shape:
-        raise ValueError(f"masks and maps must have the same shape; got masks {m.shape} and maps {a.shape}")
-    if m.ndim not in (2, 3):
-        raise ValueError(f"masks/maps must be N x H x W or H x W; got a {m.ndim}-D shape {m.shape}")
-    if m.ndim == 2:
-        m, a = m[None], a[None]
-    return _binary("masks", m), _finite("maps", a)
-
-
-# ------------------------------------------------------------------------------------------------- AUROC
-def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + P(pos == neg) / 2 (Mann-Whitney), which is exactly the ROC area sklearn computes.
-
-    Sorting values (no argsort) and locating the smaller set in the larger one is several times faster
-    than sklearn's roc_auc_score on millions of pixels, and the pair counts are exact integers.
-    """
-    flip = pos.size > neg.size
-    small, large = (np.sort(neg), np.sort(pos)) if flip else (np.sort(pos), np.sort(neg))
-    lo = np.searchsorted(large, small, side="left")
-    hi = np.searchsorted(large, small, side="right")
-    below, ties, total = int(lo.sum()), int((hi - lo).sum()), pos.size * neg.size
-    wins2 = 2 * (total - below - ties) + ties if flip else 2 * below + ties  # twice the U statistic
-    return wins2 / (2 * total)
-
-
-def image_auroc(labels: ArrayLike, scores: ArrayLike) -> float:
-    """ROC AUC of per-image scores against labels (1 = anomalous); equals sklearn's roc_auc_score."""
-    y, s = np.asarray(labels), np.asarray(scores)
-    if y.ndim != 1 or y.shape != s.shape:
-        raise ValueError(
-            f"labels and scores must be 1-D of equal length; got labels {y.shape} and scores {s.shape}")
-    y, s = _binary("labels", y), _finite("scores", s)
-    _both_classes(y, "image")
-    return _auroc(s[y], s[~y])
-
-
-def pixel_auroc(masks: ArrayLike, maps: ArrayLike) -> float:
-    """ROC AUC over all pixels of all images (mask 1 = anomalous pixel); equals sklearn's roc_auc_score."""
-    m, a = _maps_and_masks(masks, maps)
-    _both_classes(m, "pixel")
-    return _auroc(a[m], a[~m])
-
-
-# --------------------------------------------------------------------------------------------------- PRO
 def pro_auc(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3, variant: str = "mvtec") -> float:
     """Normalised area under the PRO-vs-FPR curve, in [0, 1]. Regions are 8-connected components of masks.
 
@@ -145,8 +63,8 @@ def pro_auc(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3, variant: 
         raise ValueError(f"unknown PRO variant {variant!r}; valid variants: {', '.join(PRO_VARIANTS)}")
     if isinstance(fpr_limit, bool) or not isinstance(fpr_limit, numbers.Real) or not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must be a number in (0, 1]; got {fpr_limit!r}")
-    m, a = _maps_and_masks(masks, maps)
-    _both_classes(m, "pixel")
+    m, a = maps_and_masks(masks, maps)
+    both_classes(m, "pixel")
     if variant == "mvtec":
         return _pro_mvtec(m, a, float(fpr_limit))
     per_image = [_pro_rd4ad_image(mi, ai, float(fpr_limit)) for mi, ai in zip(m, a, strict=True) if mi.any()]
