@@ -17,7 +17,10 @@ PROTOCOL_PLUGINS = "rdbench.protocols"
 
 def unknown_choice(kind: str, value: object, valid) -> str:
     """The one wording of a bad name anywhere in rdbench (registries, config fields, command-line options)."""
-    plural = kind[:-1] + "ies" if kind.endswith("y") and not kind.endswith("ey") else kind + "s"
+    if kind.endswith("y") and not kind.endswith("ey"):
+        plural = kind[:-1] + "ies"
+    else:
+        plural = kind + ("es" if kind.endswith(("s", "x", "ch", "sh")) else "s")
     return f"unknown {kind} {value!r}; valid {plural}: {', '.join(map(str, valid))}"
 
 

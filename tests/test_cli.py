@@ -14,13 +14,38 @@ runner = CliRunner()
 OFFICIAL = Path(__file__).parent / "data" / "official_fingerprints.json"
 
 
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def _run(*args, columns: int | None = None):
+    env = {"COLUMNS": str(columns)} if columns else None  # rich wraps help text at the terminal width
+    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def test_list():
     res = _run("list")
-    assert res.exit_code == 0 and "wide_resnet50_2" in res.output and "mvtec" in res.output
+    assert res.exit_code == 0, res.output
+    lines = dict(line.split(":", 1) for line in res.output.splitlines())
+    assert lines["protocols"].strip().split(", ") == ["caltech256", "cifar10", "fashionmnist", "mnist", "mvtec"]
+    assert lines["tables"].strip() == "1, 2, 3, 4, 5, 6, 7" and lines["losses"].strip() == "flat, pixel"
+    assert lines["bottlenecks"].strip() == "pre, pre+oce, pre+oce+mff" and "wide_resnet50_2" in lines["backbones"]
+
+
+def test_version_names_the_code():
+    from rdbench import __version__
+    from rdbench.records.provenance import code_fingerprint
+
+    res = _run("--version")
+    assert res.exit_code == 0 and res.output.startswith(f"rdbench {__version__} (code {code_fingerprint()[:16]}")
+
+
+def test_help_lists_every_choice():
+    from rdbench.engine.protocol import PROTOCOLS
+    from rdbench.models.backbones import BACKBONES
+
+    out = " ".join(_run("run", "--help", columns=400).output.split())  # unwrapped
+    for names in (BACKBONES.names(), PROTOCOLS.names(), ["pre", "pre+oce", "pre+oce+mff"], ["flat", "pixel"],
+                  ["none", "bf16", "fp16"], ["final", "paper"]):
+        assert "[" + "|".join(names) + "]" in out, names
+    out = " ".join(_run("reproduce", "--help", columns=400).output.split())
+    assert "[local|ray]" in out and "[none|bf16|fp16]" in out
 
 
 def test_run_end_to_end(tiny_mvtec, tmp_path):
@@ -168,8 +193,9 @@ def test_profile_saved_with_provenance_and_shown_in_the_report(tmp_path):
     assert d["schema"] == "rdbench.profile/1" and d["saved"] and {"commit", "torch", "device_name"} <= set(
         d["environment"])
     (tmp_path / "profiles" / "zz_broken.json").write_text("{not json")
-    res = _run("report", "--results", tmp_path, "--out", tmp_path / "report")
+    res = _run("report", "--results", tmp_path)  # the one default place: <results>/report
     assert res.exit_code == 0, res.output
+    assert f"report: {tmp_path / 'report' / 'index.html'}" in res.output
     html = (tmp_path / "report" / "index.html").read_text()
     speed = html.split('id="speed"')[1].split("</section>")[0]
     assert "resnet18 64 px, batch 2" in speed and "latency_ms" in speed and "310 ms per image and 352 MB" in speed

@@ -19,7 +19,7 @@ BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 def test_demo_finds_synthetic_defects(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))  # the random-teacher path, as in CI
     t0 = time.perf_counter()
-    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--no-progress"])
+    res = CliRunner().invoke(app, ["demo", "--results", str(tmp_path / "demo"), "--no-progress"])
     seconds = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     assert "RANDOM TEACHER" in res.output

@@ -1,4 +1,5 @@
-"""Datasets: MVTec AD layout loading/validation, the authors' transforms, and a synthetic MVTec-style set."""
+"""Datasets: MVTec AD layout loading/validation, the one-class novelty datasets, the authors' transforms and a
+synthetic MVTec-style set. May import rdbench.registry only (never models, the engine or anything above)."""
 
 from rdbench.data.mvtec import (
     CATEGORIES,
