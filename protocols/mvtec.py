@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, Subset
 
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import DatasetError, MVTecTest, MVTecTrain, check_category
-from rdbench.engine.protocol import Protocol, register_protocol
+from rdbench.engine.protocol import PROTOCOLS, Protocol, register_protocol
 
 
 @register_protocol
@@ -26,6 +26,11 @@ class MVTecProtocol(Protocol):
             raise DatasetError(f"{files.root / config.category / 'test'} has no {missing} images; detection "
                                f"metrics need both. Fix: add them, or choose another category.")
 
+    def data_files(self, config: RunConfig):
+        files = check_category(config.data_root, config.category)  # cheap: lists, decodes nothing
+        masks = [s.mask_path for s in files.test if s.mask_path is not None]
+        return files.root, [*files.train, *(s.path for s in files.test), *masks]
+
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
         train: Dataset = MVTecTrain(config.data_root, config.category, config.image_size)
         if config.max_train_images is not None:
@@ -34,17 +39,10 @@ class MVTecProtocol(Protocol):
 
 
 def mvtec_config(opts, category: str, seed: int, **changes) -> RunConfig:
-    """A paper-default MVTec AD run (wide_resnet50_2, 256 px, 200 epochs, batch 16) for a table grid."""
-    base = dict(protocol="mvtec", data_root=opts.data_root, category=category, backbone="wide_resnet50_2",
-                weights=opts.weights, seed=seed, device=opts.device, eval_protocol=opts.eval_protocol,
-                max_train_images=opts.max_train_images, amp=opts.amp, feature_cache_gb=opts.feature_cache_gb)
-    if opts.epochs is not None:
-        base["epochs"] = opts.epochs
-    if opts.batch_size is not None:
-        base["batch_size"] = opts.batch_size
-    if opts.image_size is not None:
-        base["image_size"] = opts.image_size
-    if opts.backbone is not None:
-        base["backbone"] = opts.backbone
-    base.update(changes)
-    return RunConfig(**base)
+    """A paper-default MVTec AD run (wide_resnet50_2, 256 px, 200 epochs, batch 16) for a table grid;
+    ``changes`` (the table's variations) win over the grid options."""
+    given = opts.run_overrides()
+    # MVTec AD runs test on every image: a --max-test-images meant for the novelty sets would only change the hash
+    given.pop("max_test_images")
+    return PROTOCOLS.get("mvtec").config(**{**given, "data_root": opts.data_root, "category": category,
+                                            "seed": seed, **changes})

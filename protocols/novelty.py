@@ -11,19 +11,35 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
-from rdbench.data.novelty import NOVELTY_DATASETS, NoveltyTest, NoveltyTrain, check_novelty_data, novelty_classes
+from rdbench.data.novelty import (
+    NOVELTY_DATASETS,
+    NoveltyTest,
+    NoveltyTrain,
+    SplitSource,
+    check_novelty_data,
+    get_source,
+    novelty_classes,
+    novelty_data_files,
+)
 from rdbench.engine.protocol import PROTOCOLS, Protocol
 
 # The paper is silent on these; chosen here and listed in docs/parity.md.
 NOVELTY_DEFAULTS = {"image_size": 32,  # the authors' data helper resizes to 32x32
                     "epochs": 200,  # the MVTec schedule; the paper gives none for Table 4
                     "split_seed": 0, "test_fraction": 0.2}  # Caltech-256 (no split in the paper)
+SPLIT_SETTINGS = ("split_seed", "test_fraction")  # in RunConfig.extra of the datasets without an official split
 
 
 class NoveltyProtocol(Protocol):
     def __init__(self, dataset: str):
         self.name = dataset
         self.description = f"one-class novelty detection on {dataset}"
+
+    def defaults(self) -> dict:
+        out = {"image_size": NOVELTY_DEFAULTS["image_size"], "epochs": NOVELTY_DEFAULTS["epochs"]}
+        if not isinstance(get_source(self.name), SplitSource):  # no official split (Caltech-256): rdbench's own
+            out["extra"] = {k: NOVELTY_DEFAULTS[k] for k in SPLIT_SETTINGS}
+        return out
 
     def _root(self, config: RunConfig) -> str | None:
         return config.data_root or None  # None: FashionMNIST falls back to Debian's folder
@@ -41,11 +57,14 @@ class NoveltyProtocol(Protocol):
         return index
 
     def _split(self, config: RunConfig) -> dict:
-        return {k: config.extra.get(k, NOVELTY_DEFAULTS[k]) for k in ("split_seed", "test_fraction")}
+        return {k: config.extra.get(k, NOVELTY_DEFAULTS[k]) for k in SPLIT_SETTINGS}
 
     def check_data(self, config: RunConfig) -> None:
         check_novelty_data(self.name, self._root(config))
         self._class(config)
+
+    def data_files(self, config: RunConfig):
+        return novelty_data_files(self.name, self._root(config), self._class(config), **self._split(config))
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
         root, cls, split = self._root(config), self._class(config), self._split(config)

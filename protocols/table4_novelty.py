@@ -10,9 +10,8 @@ from pathlib import Path
 
 from rdbench.bench.tables import GridOptions, GridRun, PaperTable, paper_numbers, register_table
 from rdbench.config import RunConfig
-from rdbench.data.novelty import caltech_default_classes
-
-from .novelty import NOVELTY_DEFAULTS
+from rdbench.data.novelty import CALTECH_MAX_NORMAL, caltech_default_classes, check_novelty_data
+from rdbench.engine.protocol import get_protocol
 
 COLUMNS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "cifar10": "CIFAR10", "caltech256": "Caltech-256"}
 MEAN_ROW = "RD"
@@ -46,6 +45,21 @@ class Table4(PaperTable):
     def _chosen(dataset: str, cls: str, wanted: tuple[str, ...]) -> bool:
         return not wanted or cls in wanted or dataset in wanted or f"{dataset}:{cls}" in wanted
 
+    def missing_data(self, opts: GridOptions) -> list[tuple[str, str]]:
+        wanted = not opts.limit_categories or any(c == "caltech256" or c.startswith("caltech256:") or c.isdigit()
+                                                  for c in opts.limit_categories)  # a bare index: every dataset's
+        if not wanted:
+            return []
+        try:
+            check_novelty_data("caltech256", opts.novelty_root or None)
+        except (ValueError, OSError) as exc:
+            others = ",".join(d for d in COLUMNS if d != "caltech256")
+            return [("caltech256", f"{exc}\nTo leave Caltech-256 out instead: --limit-categories {others}")]
+        if not _classes("caltech256", opts):
+            return [("caltech256", f"no category of Caltech-256 under {opts.novelty_root} holds at least "
+                                   f"{CALTECH_MAX_NORMAL} images, the normal classes of Table 4")]
+        return []
+
     def notes(self, opts: GridOptions) -> list[str]:
         if not _classes("caltech256", opts):
             root = Path(opts.novelty_root or "<novelty-root>") / "256_ObjectCategories"
@@ -64,16 +78,12 @@ class Table4(PaperTable):
         return runs
 
     def config(self, opts: GridOptions, dataset: str, cls: str, seed: int) -> RunConfig:
+        # GridOptions always carry the Caltech-256 split (the CLI's defaults are the protocol's); the
+        # datasets with an official split take no split settings
         extra = {"split_seed": opts.caltech_split_seed, "test_fraction": opts.caltech_test_fraction} \
             if dataset == "caltech256" else {}
-        return RunConfig(protocol=dataset, data_root=opts.novelty_root, category=cls,
-                         backbone=opts.backbone or "wide_resnet50_2", weights=opts.weights, seed=seed,
-                         device=opts.device,
-                         image_size=opts.image_size or NOVELTY_DEFAULTS["image_size"],
-                         epochs=opts.epochs or NOVELTY_DEFAULTS["epochs"], batch_size=opts.batch_size or 16,
-                         eval_protocol=opts.eval_protocol, max_train_images=opts.max_train_images,
-                         max_test_images=opts.max_test_images, amp=opts.amp,
-                         feature_cache_gb=opts.feature_cache_gb, extra=extra)
+        return get_protocol(dataset).config(**opts.run_overrides(), data_root=opts.novelty_root, category=cls,
+                                            seed=seed, extra=extra)
 
     def average_rows(self) -> dict[str, tuple[str, ...]]:
         return {MEAN_ROW: ()}  # every class row of each column

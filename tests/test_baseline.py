@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from rdbench.bench.baseline import cell_key, check, save_baseline
 from rdbench.cli.app import app
 from rdbench.config import RunConfig
+from rdbench.records.provenance import code_block
 from rdbench.records.schema import RunRecord
 from rdbench.records.store import record_path, write_record
 
@@ -19,6 +20,7 @@ runner = CliRunner()
 def _write(results, config: RunConfig, **metrics):
     rec = RunRecord.new(config)
     rec.status, rec.metrics, rec.environment = "ok", metrics, {"commit": "abc"}
+    rec.code = code_block()  # made by the running code: `check` refuses records of other code
     write_record(rec, record_path(results, config))
     return rec
 
@@ -100,3 +102,31 @@ def test_bad_inputs(tmp_path):
     assert res.exit_code == 2 and "cannot read baseline" in res.output
     res = runner.invoke(app, ["baseline", "save", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no successful run records" in res.output
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("[]", "its top level is an array, not an object"),
+    ('{"cells": 3}', 'its "cells" is a number, not an object'),
+    ('{"schema": 1, "floor": "x", "cells": {}}', "its \"floor\" is 'x', not a number"),
+    ('{"cells": {"k1": {"label": "mvtec/carpet/resnet18 (256px)", "config": {}}}}',
+     "cell 'k1' (mvtec/carpet/resnet18 (256px)) has no \"metrics\" object"),
+    ('{"cells": {"k1": {"metrics": {}}}}', "cell 'k1' is not an object with a \"label\""),
+    ('{"cells": {"k1": {"label": "L", "metrics": {"image_auroc": {"mean": 0.9}}}}}',
+     "metric 'image_auroc' of cell 'k1' (L) is not {\"mean\": number, \"std\": number or null}"),
+])
+def test_malformed_baseline_names_file_and_shape(tmp_path, content, problem):
+    from rdbench.bench.baseline import EXPECTED
+
+    (tmp_path / "b.json").write_text(content)
+    res = runner.invoke(app, ["baseline", "check", "--baseline", str(tmp_path / "b.json"), "--results", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert (f"cannot read baseline {tmp_path / 'b.json'}: it is not an rdbench baseline ({problem}); expected "
+            f"{EXPECTED}; make one with rdbench baseline save --results DIR --out FILE") in res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_saved_baseline_has_the_shape_check_expects(base):
+    from rdbench.bench.baseline import load_baseline
+
+    tmp, _ = base
+    assert set(load_baseline(tmp / "b.json")["cells"]) == set(json.loads((tmp / "b.json").read_text())["cells"])

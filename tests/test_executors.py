@@ -40,15 +40,16 @@ def _same_numbers(a: RunRecord, b: RunRecord) -> None:
 
 # --- pending ------------------------------------------------------------------------------------------------
 
-def test_pending_skips_ok_redoes_failed_and_corrupt_dedupes(tmp_path, capsys):
+def test_pending_skips_ok_keeps_failed_redoes_corrupt_dedupes(tmp_path, capsys):
     ok, failed, corrupt, missing = (_config("/data", seed=s) for s in (1, 2, 3, 4))
     _write(tmp_path, ok, "ok")
     _write(tmp_path, failed, "failed")
     record_path(tmp_path, corrupt).write_text('{"config": {"category": "carp')  # a write cut short
     same_run_other_device = missing.replace(device="cuda")  # device is not part of the hash
-    todo = ex.pending([missing, ok, failed, corrupt, same_run_other_device, failed], tmp_path)
-    assert todo == [missing, failed, corrupt]
+    configs = [missing, ok, failed, corrupt, same_run_other_device, failed]
+    assert ex.pending(configs, tmp_path) == [missing, corrupt]  # a failure is not retried unless asked
     assert record_path(tmp_path, corrupt).name in capsys.readouterr().err
+    assert ex.pending(configs, tmp_path, rerun=["failed"]) == [missing, failed, corrupt]
 
 
 def test_pending_without_results_folder_is_everything(tmp_path):
@@ -70,7 +71,7 @@ def test_local_writes_ok_and_failed_records(tiny_mvtec, tmp_path):
     for config, rec in zip(configs, recs):
         on_disk = json.loads(record_path(tmp_path, config).read_text())
         assert on_disk["status"] == rec.status and on_disk["record_path"] == rec.record_path
-    assert ex.pending(configs, tmp_path) == [configs[1]]
+    assert ex.pending(configs, tmp_path) == [] and ex.pending(configs, tmp_path, rerun=["failed"]) == [configs[1]]
 
 
 def test_unknown_executor_and_misplaced_address(tmp_path):
@@ -87,10 +88,10 @@ def test_local_with_several_gpus_runs_on_ray_on_this_machine(tiny_mvtec, tmp_pat
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     calls = []
 
-    def fake_ray(configs, results_dir, store, *, address, progress, threads):
+    def fake_ray(configs, results_dir, sweep, *, address, progress, threads):
         calls.append((len(configs), address))
         for i, config in enumerate(configs):
-            store(i, ex.failed_record(config, "FakeRay: not run"))
+            sweep.store(i, ex.failed_record(config, "FakeRay: not run"))
 
     monkeypatch.setattr(ex, "ray_executor", fake_ray)
     monkeypatch.setattr(ex, "_import_ray", lambda: object())
@@ -154,7 +155,7 @@ def test_ray_runs_in_parallel_and_records_failures(ray_cluster, tiny_mvtec, tmp_
     barrier.mkdir()
     real = ex.run_in_task
 
-    def task(config_dict, threads):  # proves both tasks run at once: each waits until both have started
+    def task(config_dict, threads, options=None):  # proves both tasks run at once: each waits for the other
         import time
 
         (barrier / config_dict["category"]).touch()
@@ -163,7 +164,7 @@ def test_ray_runs_in_parallel_and_records_failures(ray_cluster, tiny_mvtec, tmp_
             if time.time() > deadline:
                 raise TimeoutError("the two tasks did not run at the same time")
             time.sleep(0.05)
-        return real(config_dict, threads)
+        return real(config_dict, threads, options)
 
     monkeypatch.setattr(ex, "run_in_task", task)
     configs = [_config(tiny_mvtec), _config(tiny_mvtec, category="zipper")]
@@ -181,14 +182,14 @@ def test_ray_runs_in_parallel_and_records_failures(ray_cluster, tiny_mvtec, tmp_
 def test_ray_task_crash_and_task_error_become_failed_records(ray_cluster, tiny_mvtec, tmp_path, monkeypatch):
     real = ex.run_in_task
 
-    def task(config_dict, threads):
+    def task(config_dict, threads, options=None):
         import os
 
         if config_dict["category"] == "bottle":
             os._exit(3)  # the worker process dies mid-task
         if config_dict["seed"] == 8:
             raise RuntimeError("boom in the task")
-        return real(config_dict, threads)
+        return real(config_dict, threads, options)
 
     monkeypatch.setattr(ex, "run_in_task", task)
     configs = [_config(tiny_mvtec, category="bottle"), _config(tiny_mvtec, seed=8), _config(tiny_mvtec)]
@@ -208,3 +209,73 @@ def test_ray_sweep_equals_local_sweep(ray_cluster, tiny_mvtec, tmp_path):
     remote = ex.run_configs(grid, tmp_path / "ray", executor="ray", progress=False)
     for a, b in zip(local, remote):
         _same_numbers(a, b)
+
+
+def test_ray_retries_a_dead_worker_but_never_an_exception(ray_cluster, tiny_mvtec, tmp_path, monkeypatch):
+    """max_retries=1 covers a worker that died; retry_exceptions=False: an exception escaping the task is
+    deterministic (a run's own failures come back as failed records), so it is tried once."""
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    real = ex.run_in_task
+
+    def task(config_dict, threads, options=None):
+        import os
+        import uuid
+
+        key = f"{config_dict['category']}-{config_dict['seed']}"
+        first = not list(attempts.glob(f"{key}.*"))
+        (attempts / f"{key}.{uuid.uuid4().hex}").touch()
+        if config_dict["category"] == "bottle" and first:
+            os._exit(3)  # the worker dies on the first attempt only
+        if config_dict["seed"] == 8:
+            raise RuntimeError("a bug that every attempt would meet")
+        return real(config_dict, threads, options)
+
+    monkeypatch.setattr(ex, "run_in_task", task)
+    configs = [_config(tiny_mvtec, category="bottle"), _config(tiny_mvtec, seed=8)]
+    recs = ex.run_configs(configs, tmp_path / "res", executor="ray", progress=False)
+    assert [r.status for r in recs] == ["ok", "failed"], [r.error for r in recs]
+    assert recs[1].error == "RayTaskError: RuntimeError: a bug that every attempt would meet"
+    tries = sorted(p.name.split(".")[0] for p in attempts.iterdir())
+    assert tries == ["bottle-7", "bottle-7", "carpet-8"]
+
+
+def test_ray_task_resumes_from_the_checkpoint_dir_after_its_worker_died(ray_cluster, tiny_mvtec, tmp_path,
+                                                                        monkeypatch, capsys):
+    from rdbench.bench.driver import SweepSettings
+
+    died = tmp_path / "died"
+    real = ex.run_in_task
+
+    def task(config_dict, threads, options=None):
+        import os
+
+        import rdbench.engine.train as train_mod
+
+        if not died.exists():  # the first attempt: its worker dies once epoch 2's checkpoint is on disk
+            save = train_mod._save_checkpoint
+
+            def save_then_die(*args, **kw):
+                nbytes = save(*args, **kw)
+                if args[3] == 2:
+                    died.touch()
+                    os._exit(3)
+                return nbytes
+
+            train_mod._save_checkpoint = save_then_die
+        return real(config_dict, threads, options)
+
+    monkeypatch.setattr(ex, "run_in_task", task)
+    config = _config(tiny_mvtec, epochs=4)
+    (local,) = ex.run_configs([config], tmp_path / "local", progress=False, threads=1)
+    shared = tmp_path / "shared"
+    settings = SweepSettings(checkpoint_dir=str(shared), checkpoint_every_s=0)
+    (rec,) = ex.run_configs([config], tmp_path / "res", executor="ray", progress=True, settings=settings)
+    assert died.exists() and rec.ok and rec.timings["resumed_from_epoch"] == 2
+    _same_numbers(local, rec)  # bit-identical to the uninterrupted local run
+    err = capsys.readouterr().err
+    # reported by the worker through the driver's inbox actor, shown by the driver
+    assert "resumed mvtec/carpet resnet18 seed 7 (64 px) from epoch 2" in err
+    assert "[1/1] mvtec/carpet resnet18 seed 7 (64 px) epoch 4/4 |" in err
+    assert rec.model_path and rec.model_path.startswith(str(shared))  # kept where every worker sees it
+    assert not list((shared / "checkpoints").glob("*.resume.pt"))  # removed on success

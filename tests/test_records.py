@@ -20,7 +20,8 @@ OLD_OK, OLD_FAILED = DATA / "record_schema1_ok.json", DATA / "record_schema1_fai
 def test_old_ok_record_loads_with_every_field():
     raw = json.loads(OLD_OK.read_text())
     rec = read_record(OLD_OK)
-    assert rec.ok and rec.schema_version == SCHEMA_VERSION == raw["schema_version"] == 1
+    assert rec.ok and rec.schema_version == raw["schema_version"] == 1 < SCHEMA_VERSION  # kept, not upgraded
+    assert rec.data == {} and rec.code == {} and rec.code_fingerprint is None  # schema 1 had no blocks
     assert rec.config.to_dict() == raw["config"] and rec.config_hash == raw["config_hash"] == rec.config.hash()
     assert rec.metrics == raw["metrics"] and set(rec.metrics) == {"image_auroc", "pixel_auroc", "pro_mvtec",
                                                                   "pro_rd4ad"}
@@ -42,9 +43,9 @@ def test_old_failed_record_loads():
 def test_round_trip_keeps_keys_of_a_newer_schema(tmp_path):
     rec = RunRecord.new(RunConfig(category="grid", seed=3))
     rec.status, rec.metrics, rec.counts = "ok", {"image_auroc": 0.75, "pro_mvtec": None}, {"train": 4}
-    d = rec.to_dict() | {"data": {"fingerprint": "abc"}}  # a field some later rdbench adds
+    d = rec.to_dict() | {"lineage": {"parent": "abc"}}  # a field some later rdbench adds
     back = RunRecord.from_dict(json.loads(json.dumps(d)))
-    assert back.unknown == {"data": {"fingerprint": "abc"}} and back.to_dict() == d
+    assert back.unknown == {"lineage": {"parent": "abc"}} and back.to_dict() == d
     assert back.config == rec.config and back.metric("pro_mvtec") is None
 
 
@@ -62,10 +63,11 @@ def test_store_never_replaces_an_ok_record_with_a_failure(tmp_path):
 @pytest.mark.parametrize("content,message", [
     ('{"status": "ok"}', "not an rdbench run record"),
     ('{"config": {}, "status": "done"}', "status 'done' is not one of running, ok, failed"),
-    ('{"config": {}, "status": "ok", "schema_version": 99}', "schema_version 99; this rdbench reads up to 1"),
+    ('{"config": {}, "status": "ok", "schema_version": 99}', "schema_version 99; this rdbench reads up to 2"),
     ('{"config": {"layers": [4]}, "status": "ok"}', "its config does not load: layers must be"),
     ("[1, 2]", "not an rdbench run record"),
     ("{ no", "is not valid JSON"),
+    ('{"config": {}, "status": "ok", "schema_version": 3}', "schema_version 3; this rdbench reads up to 2"),
 ])
 def test_bad_records_fail_naming_the_file(tmp_path, content, message):
     path = tmp_path / "r.json"

@@ -4,6 +4,7 @@ tables printed; FashionMNIST novelty on the real Debian data (slow)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,66 @@ def test_dry_run_lists_the_papers_grid(tmp_path, table, count):
 
 def test_dry_run_all_dedupes_shared_runs(tmp_path):
     res = _run("--table", "all", "--dry-run", "--results", tmp_path, "--novelty-root", tmp_path / "none")
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith(("todo", "skip"))]
     # 30 (T1=T2, T3 inside) + 30 (T4 without Caltech) + 30 (T5 new) + 30 (T6 new) + 60 (T7 new)
-    assert res.output.count("\ntodo") + res.output.startswith("todo") == 180
-    assert "Caltech-256 not found" in res.output
+    assert len(lines) == 180
+    # no data at all: every run would be skipped, and the dry run says so and why
+    assert all(line.startswith("skip") for line in lines) and "0 to run, 180 skipped for missing data" in res.output
+    assert "no MVTec AD root given: pass --data-root" in res.output and "Caltech-256 not found" in res.output
+
+
+def _skip_rows(output: str) -> list[list[str]]:
+    """The rows of the first table of skipped runs (columns: dataset, runs, tables, categories, problem)."""
+    block = output.split("SKIPPED for missing data")[1].split("\n\n")[0].splitlines()[2:]
+    return [re.split(r"\s{2,}", line.strip()) for line in block]
+
+
+PARTIAL = ["--table", "all", "--limit-categories", "carpet,mnist:0,caltech256"]
+
+
+def test_all_without_novelty_data_dry_run_lists_what_it_would_skip(tiny_mvtec, tmp_path):
+    none = tmp_path / "none"
+    res = _run(*PARTIAL, "--dry-run", "--data-root", tiny_mvtec, "--novelty-root", none, "--results", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith(("todo", "skip"))]
+    assert [line.split()[:3] for line in lines if line.startswith("skip")] == [["skip", "mnist", "0"]]
+    assert sum(line.startswith("todo") for line in lines) == 10  # carpet's runs of Tables 1-3 and 5-7
+    assert "11 runs: 0 already recorded" in res.output and "10 to run, 1 skipped for missing data" in res.output
+    assert _skip_rows(res.output) == [["mnist", "1", "4", "0", f"dataset root does not exist: {none}"],
+                                      ["caltech256", "?", "4", "classes listed from the data",
+                                       f"dataset root does not exist: {none}"]]
+    # at the start and again at the end, each with the dataset's own expected tree
+    first, last = res.output.index("SKIPPED"), res.output.rindex("SKIPPED")
+    assert first < res.output.index("todo ") and last > res.output.index("10 to run")
+    for tree in ("MNIST/\n", "raw/\n", "256_ObjectCategories/\n", "257.clutter/"):
+        assert res.output.count(tree) == 2, tree
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_all_runs_what_its_data_allows_and_exits_1(tiny_mvtec, tmp_path):
+    args = [*PARTIAL, "--data-root", tiny_mvtec, "--novelty-root", tmp_path / "none", "--results", tmp_path / "r",
+            *SMALL, "--image-size", "64", "--max-train-images", "2"]
+    res = _run(*args)
+    assert res.exit_code == 1, res.output
+    # 11 of carpet (--image-size 64 makes Table 6's resnet18 another run than Table 1's) and MNIST's class 0
+    assert "12 runs: 0 already recorded, running 11 with the local executor, 1 skipped for missing data" in res.output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "runs").glob("*.json")]
+    assert len(records) == 11 and {r["status"] for r in records} == {"ok"}
+    assert {r["config"]["protocol"] for r in records} == {"mvtec"}
+    assert res.output.count("SKIPPED for missing data: 1 run(s)") == 2
+    assert res.output.rindex("SKIPPED") > res.output.index("Table 7")  # the end repeats it, after the tables
+    assert "1 run(s) skipped for missing data (listed above)" in res.output
+    again = _run(*args)
+    assert again.exit_code == 1 and "11 already recorded, running 0" in again.output
+
+
+def test_chosen_table_with_caltech_missing_fails_before_training(tmp_path):
+    res = _run("--table", "4", "--limit-categories", "caltech256", "--novelty-root", tmp_path / "none",
+               "--results", tmp_path / "res", *SMALL)
+    assert res.exit_code == 2 and "nothing was trained" in res.output, res.output
+    assert "256_ObjectCategories/" in res.output and "--limit-categories mnist,fashionmnist,cifar10" in res.output
+    assert not (tmp_path / "res" / "runs").exists()
 
 
 def test_bad_table_and_category(tmp_path):

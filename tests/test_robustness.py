@@ -6,6 +6,7 @@ import errno
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,3 +137,78 @@ def test_disk_full_is_an_error_and_earlier_records_stay(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert json.loads(path.read_text())["n"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+# --- sweeps at full scale (issue 11) -------------------------------------------------------------------------
+
+def _sweep(data, results, *extra) -> list[str]:
+    """Table 5 on carpet at 64 px: three small runs (its bottleneck variants)."""
+    return _cli("reproduce", "--table", "5", "--data-root", data, "--limit-categories", "carpet",
+                "--image-size", "64", "--results", results, *SMALL, *extra)
+
+
+def _records(results: Path) -> dict[str, dict]:
+    return {r["config_hash"]: r for r in (json.loads(p.read_text()) for p in _json_files(results / "runs"))}
+
+
+def test_sweep_killed_mid_run_resumes_it_to_the_same_records(tiny_mvtec, tmp_path):
+    extra = ("--epochs", "20", "--checkpoint-every-s", "0")
+    # the uninterrupted sweep, alongside (same thread count: CPU numbers depend on it, not on timing)
+    ref = subprocess.Popen(_sweep(tiny_mvtec, tmp_path / "ref", *extra), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        _killed_sweep_resumes(tiny_mvtec, tmp_path, ref, extra)
+    finally:
+        if ref.poll() is None:  # a failed assertion must not leave it running
+            ref.kill()
+            ref.communicate()
+
+
+def _killed_sweep_resumes(tiny_mvtec, tmp_path, ref, extra):
+    res = tmp_path / "res"
+    proc = subprocess.Popen(_sweep(tiny_mvtec, res, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    ckpts = res / "checkpoints"
+    assert _wait_for(lambda: any(ckpts.glob("*.resume.pt")) if ckpts.is_dir() else False, proc, timeout=600), \
+        proc.communicate()[0]
+    proc.send_signal(signal.SIGKILL)  # mid-run: nothing of the sweep runs after this, its claim stays behind
+    proc.communicate(timeout=60)
+    assert len(_records(res)) < 3 and list((res / "claims").glob("*.claim"))
+    again = subprocess.run(_sweep(tiny_mvtec, res, *extra), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resumed = re.findall(r"resumed (mvtec/carpet resnet18 seed 111 \(64 px[^)]*\)) from epoch (\d+)", again.stderr)
+    assert len(resumed) == 1 and 1 <= int(resumed[0][1]) < 20, again.stderr
+    ref_out = ref.communicate(timeout=900)[0]  # not wait(): a full pipe would block it
+    assert ref.returncode == 0, ref_out
+    want, got = _records(tmp_path / "ref"), _records(res)
+    assert len(want) == 3 and want.keys() == got.keys()
+    for h, rec in got.items():
+        for key in ("status", "metrics", "per_image", "loss_curve"):
+            assert json.dumps(rec[key]) == json.dumps(want[h][key]), (h, key)
+    assert sorted(r["timings"]["resumed_from_epoch"] for r in got.values())[-1] == int(resumed[0][1])
+    assert not list(ckpts.glob("*.resume.pt")) and not list((res / "claims").glob("*"))  # none left behind
+
+
+def test_two_sweeps_on_one_folder_train_each_run_once(tiny_mvtec, tmp_path):
+    """Both start together on one results folder (as two machines on shared storage would): each run is
+    trained by exactly one of them (each prints the runs it trained), and both end with every record there."""
+    args = _sweep(tiny_mvtec, tmp_path, "--epochs", "6")
+    args[args.index("carpet")] = "carpet,bottle"  # six runs, so the two overlap
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    # each prints a line per run it trained; six records and six trainings in all: each run trained once
+    trained = [len(re.findall(r"^  mvtec/.*: ok$", out, re.M)) for out, _ in outs]
+    records = _records(tmp_path)
+    assert sum(trained) == 6 and len(records) == 6 and all(r["status"] == "ok" for r in records.values()), outs
+    assert not _json_files(tmp_path / "runs" / "failed") and not list((tmp_path / "claims").glob("*"))
+    for (out, _), n in zip(outs, trained):  # and each accounts for the rest: recorded before it, or skipped
+        before = int(re.search(r"(\d+) already recorded", out).group(1))
+        skipped = re.search(r"skipped (\d+) run\(s\) another process", out)
+        assert n + before + (int(skipped.group(1)) if skipped else 0) == 6, out

@@ -58,7 +58,7 @@ def _allow_fp16_on_cpu(monkeypatch):
 def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path, monkeypatch, amp):
     if amp == "fp16":
         _allow_fp16_on_cpu(monkeypatch)
-    cfg = _config(tiny_mvtec, epochs=3, amp=amp)
+    cfg = _config(tiny_mvtec, epochs=4, amp=amp)
     protocol = get_protocol("mvtec")
     train_set, _ = protocol.datasets(cfg)
 
@@ -76,8 +76,8 @@ def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path, monkeypatch, amp):
     class Stop(Exception):
         pass
 
-    def stop_after_two(epoch, loss):
-        if epoch == 2:
+    def stop_after_two(epoch, loss):  # on_epoch runs before its epoch's checkpoint: epoch 2's is the last
+        if epoch == 3:
             raise Stop
 
     with pytest.raises(Stop):
@@ -90,9 +90,11 @@ def test_resume_equals_uninterrupted(tiny_mvtec, tmp_path, monkeypatch, amp):
     assert res.loss_curve == ref.loss_curve
     for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
         assert torch.equal(a, b)
-    # the loss scaler's state (scale, steps since its last change) continues too
-    scaler, full_scaler = (torch.load(p, weights_only=True)["scaler"] for p in (ckpt, full_ckpt))
-    assert scaler == full_scaler and (amp == "none") == (scaler == {})
+    # the loss scaler's state (scale, steps since its last change) continues too: both checkpoints are of epoch 3
+    # (none is written after the last epoch), one by the resumed run
+    (scaler, epoch), (full_scaler, full_epoch) = ((s["scaler"], s["epoch"]) for s in
+                                                  (torch.load(p, weights_only=True) for p in (ckpt, full_ckpt)))
+    assert epoch == full_epoch == 3 and scaler == full_scaler and (amp == "none") == (scaler == {})
 
 
 def test_training_reduces_loss(tiny_mvtec):

@@ -82,18 +82,65 @@ class Row:
         return None if self.fresh is None or self.baseline is None else self.fresh - self.baseline
 
 
+EXPECTED = ('a JSON object {"schema": 1, "floor": 0.01, "cells": {KEY: {"label": "...", "config": {...}, '
+            '"metrics": {NAME: {"mean": 0.9, "std": 0.01 or null, "n": 2, "values": [...]}}}}}')
+
+
+def _kind(v) -> str:
+    """A JSON value's type as JSON names it."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _shape_problem(baseline) -> str | None:
+    """What keeps a parsed JSON value from being a baseline ``check`` can use, or None."""
+    if not isinstance(baseline, dict):
+        return f"its top level is {_kind(baseline)}, not an object"
+    cells = baseline.get("cells")
+    if not isinstance(cells, dict):
+        return 'it has no "cells"' if cells is None else f'its "cells" is {_kind(cells)}, not an object'
+    if "floor" in baseline and not _number(baseline["floor"]):
+        return f'its "floor" is {baseline["floor"]!r}, not a number'
+    for key, cell in cells.items():
+        if not isinstance(cell, dict) or not isinstance(cell.get("label"), str):
+            return f'cell {key!r} is not an object with a "label"'
+        if not isinstance(cell.get("metrics"), dict):
+            return f'cell {key!r} ({cell["label"]}) has no "metrics" object'
+        for name, stats in cell["metrics"].items():
+            if not (isinstance(stats, dict) and _number(stats.get("mean")) and "std" in stats
+                    and (stats["std"] is None or _number(stats["std"]))):
+                return (f'metric {name!r} of cell {key!r} ({cell["label"]}) is not '
+                        '{"mean": number, "std": number or null}')
+    return None
+
+
+def load_baseline(baseline_file: Path | str) -> dict:
+    """A baseline file, checked to have the shape ``save_baseline`` writes; ValueError naming the file and
+    what was expected otherwise."""
+    how = "make one with rdbench baseline save --results DIR --out FILE"
+    try:
+        baseline = json.loads(Path(baseline_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read baseline {baseline_file}: {type(exc).__name__}: {exc}; {how}") from None
+    problem = _shape_problem(baseline)
+    if problem:
+        raise ValueError(f"cannot read baseline {baseline_file}: it is not an rdbench baseline ({problem}); "
+                         f"expected {EXPECTED}; {how}")
+    return baseline
+
+
 def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float | None = None,
           floor: float | None = None) -> list[Row]:
     """Compare fresh records with a baseline. All metrics are higher-is-better (AUROC, PRO): a fresh
     mean below the baseline mean by more than the tolerance is a regression. The tolerance is
     ``tolerance`` if given, else max(floor, 3 x the baseline's seed std). A cell or metric of the
     baseline with no fresh value is MISSING (a failure, never a silent pass)."""
-    try:
-        baseline = json.loads(Path(baseline_file).read_text())
-        cells = baseline["cells"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot read baseline {baseline_file}: {type(exc).__name__}: {exc}; make one with "
-                         "rdbench baseline save --results DIR --out FILE") from None
+    baseline = load_baseline(baseline_file)
+    cells = baseline["cells"]
     floor = baseline.get("floor", DEFAULT_FLOOR) if floor is None else floor
     fresh = _groups(read_records(Path(results_dir)))
     rows = []

@@ -6,6 +6,10 @@ filesystem). Executors: ``local`` (in this process, one run after another) and `
 cluster or, with no address, on this machine: Ray sees its GPUs and hands each task one, so several GPUs of one
 machine are used through Ray rather than through a scheduler of our own). ``local`` on a machine with more than
 one GPU switches to Ray on this machine when Ray is installed.
+
+The driver claims each run in the results folder before it trains it (``rdbench.bench.driver.Sweep``), so sweeps
+sharing a folder never train a run twice, and shows one progress bar over the sweep. A run interrupted midway
+resumes from its checkpoint: always with ``local``; with ``ray`` when the workers share ``checkpoint_dir``.
 """
 
 from __future__ import annotations
@@ -21,17 +25,21 @@ from typing import Any, Protocol
 
 import torch
 
+from rdbench.bench.driver import Sweep, SweepSettings
+from rdbench.bench.progress import InboxEvents, make_inbox, take_events
 from rdbench.config import RunConfig
 from rdbench.engine.run import execute_run
 from rdbench.records.schema import RunRecord
-from rdbench.records.store import check_writable, read_record, record_path, store_record
+from rdbench.records.store import check_writable
 from rdbench.registry import Registry, load_plugins
 
-Store = Callable[[int, RunRecord], None]  # (index into the configs, record) -> written on the driver
+RAY_POLL_S = 1.0  # how often the driver collects the workers' epoch reports while it waits for results
 
 
 class Executor(Protocol):
-    def __call__(self, configs: list[RunConfig], results_dir: Path, store: Store, *, address: str | None,
+    """Runs each config it may claim (``sweep.claim(i)``) and hands its record to ``sweep.store(i, record)``."""
+
+    def __call__(self, configs: list[RunConfig], results_dir: Path, sweep: Sweep, *, address: str | None,
                  progress: bool, threads: int | None) -> None: ...
 
 
@@ -39,59 +47,49 @@ EXECUTORS: Registry[Executor] = Registry("executor")
 GPU_DEVICES = ("auto", "cuda")  # configs that may be placed on any GPU; "cpu" and "cuda:N" are kept as given
 
 
-def pending(configs: Sequence[RunConfig], results_dir: Path | str) -> list[RunConfig]:
-    """The configs without an ok record of the same hash, duplicates (same hash) dropped, order kept.
-    A failed, corrupt or unreadable record counts as missing: that run is done again."""
-    out, seen = [], set()
-    for config in configs:
-        h = config.hash()
-        if h in seen:
-            continue
-        seen.add(h)
-        path = record_path(Path(results_dir), config)
-        if not path.exists():
-            out.append(config)
-            continue
-        try:
-            rec = read_record(path)
-        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            print(f"warning: unreadable record {path} ({exc}); the run will be redone", file=sys.stderr)
-            out.append(config)
-            continue
-        if not rec.ok or rec.config_hash != h:
-            out.append(config)
-    return out
+def pending(configs: Sequence[RunConfig], results_dir: Path | str, rerun: Sequence[str] = ()) -> list[RunConfig]:
+    """The configs to run: those without a reusable ok record (same config hash and data fingerprint; see
+    ``rdbench.bench.reuse``), duplicates dropped, order kept. Unreadable records are redone (and said)."""
+    from rdbench.bench.reuse import plan_reuse
+
+    reuse = plan_reuse(configs, results_dir, rerun)
+    for path in reuse.corrupt:
+        print(f"warning: unreadable record {path}; the run will be redone", file=sys.stderr)
+    return reuse.todo
 
 
 def run_configs(configs: Sequence[RunConfig], results_dir: Path | str, executor: str = "local",
                 address: str | None = None, progress: bool = True,
-                on_record: Callable[[RunRecord], None] | None = None, threads: int | None = None) -> list[RunRecord]:
-    """Run ``configs`` (filter them with ``pending`` first) and return their records in input order.
+                on_record: Callable[[RunRecord], None] | None = None, threads: int | None = None,
+                settings: SweepSettings | None = None,
+                on_skip: Callable[[RunConfig, str], None] | None = None) -> list[RunRecord]:
+    """Run ``configs`` (filter them with ``pending`` first) and return the records of those this process ran,
+    in input order. A run claimed by another live process (another sweep on this results folder) is skipped
+    and passed to ``on_skip`` with the reason; it has no record here.
 
     Each record is written with ``store_record`` as soon as it arrives, then passed to ``on_record``.
-    ``progress`` shows per-epoch bars of in-process runs (local executor).
+    ``progress`` shows the sweep's bar on stderr and per-epoch bars of in-process runs (local executor).
     ``address`` is the Ray cluster ("auto" or "HOST:PORT"; None starts a local one). ``threads`` sets the
     torch CPU threads per run (local: for the sweep's duration; ray: CPUs per task, default 1); on CPU the
-    numbers depend on it, so compare sweeps at equal thread counts."""
+    numbers depend on it, so compare sweeps at equal thread counts. ``settings``: models kept, checkpoints,
+    claims (``rdbench.bench.driver.SweepSettings``)."""
     run = EXECUTORS.get(executor)  # unknown name -> ValueError listing the valid ones, before any work
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     configs = list(configs)
     results_dir = Path(results_dir)
     check_writable(results_dir / "runs")  # fail before any work when nothing could be recorded
-    records: list[RunRecord | None] = [None] * len(configs)
-
-    def store(i: int, record: RunRecord) -> None:
-        records[i] = store_record(record, results_dir)
-        if on_record is not None:  # the caller's progress report (Ray tasks show no progress bars)
-            on_record(records[i])
-
-    if configs:
-        run(configs, results_dir, store, address=address, progress=progress, threads=threads)
-    missing = [i for i, r in enumerate(records) if r is None]
+    if not configs:
+        return []
+    sweep = Sweep(configs, results_dir, settings or SweepSettings(), on_record, on_skip, progress=progress)
+    try:
+        run(configs, results_dir, sweep, address=address, progress=progress, threads=threads)
+    finally:  # interrupted too: release the claims still held, so the next sweep need not wait for them
+        sweep.close()
+    missing = [i for i, r in enumerate(sweep.records) if r is None and i not in sweep.skipped]
     if missing:  # an executor bug, not a failed run: say so rather than return holes
         raise RuntimeError(f"executor {executor!r} returned no record for configs {missing}")
-    return records  # type: ignore[return-value]
+    return [r for r in sweep.records if r is not None]
 
 
 def failed_record(config: RunConfig, error: str, detail: str | None = None) -> RunRecord:
@@ -118,7 +116,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 # --- local ---------------------------------------------------------------------------------------------------
 
 @EXECUTORS.register("local")
-def local_executor(configs: list[RunConfig], results_dir: Path, store: Store, *, address: str | None,
+def local_executor(configs: list[RunConfig], results_dir: Path, sweep: Sweep, *, address: str | None,
                    progress: bool, threads: int | None) -> None:
     """Sequential in this process. With more than one visible GPU and runs that may take any of them, Ray on
     this machine instead (``ray.init()`` sees the GPUs and gives each task one) when Ray is installed."""
@@ -132,11 +130,19 @@ def local_executor(configs: list[RunConfig], results_dir: Path, store: Store, *,
             warnings.warn(f"{n_gpus} GPUs visible but Ray is not installed: the runs go one after another on one "
                           f"GPU; pip install 'ray[default]' to use all of them", stacklevel=2)
         else:
-            ray_executor(configs, results_dir, store, address=None, progress=progress, threads=threads)
+            ray_executor(configs, results_dir, sweep, address=None, progress=progress, threads=threads)
             return
+    s = sweep.settings
     with torch_threads(threads):
         for i, config in enumerate(configs):
-            store(i, execute_run(config, results_dir, progress=progress))
+            if not sweep.claim(i):
+                continue
+            sweep.progress.start(i)
+            # resume=True: a checkpoint there was left by this very config (its hash names the file), by a sweep
+            # that was killed; training continues from it to the same result as an uninterrupted run
+            record = execute_run(config, results_dir, progress=progress, resume=True, keep_model=s.keep_models,
+                                 checkpoint_every_s=s.checkpoint_every_s, events=sweep.events(i))
+            sweep.store(i, record)
 
 
 # --- ray ---------------------------------------------------------------------------------------------------
@@ -149,16 +155,26 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_in_task(config_dict: dict, threads: int | None) -> dict:
-    """Body of one Ray task. The workdir is a local temp folder (workers share no filesystem with the
-    driver): no resume checkpoints, no kept model; only the record comes back."""
+def run_in_task(config_dict: dict, threads: int | None, options: dict | None = None) -> dict:
+    """Body of one Ray task. ``options``: ``checkpoint_dir`` (a folder every worker sees: resume checkpoints and
+    kept models go there, and a task interrupted or retried resumes from its checkpoint), ``keep_model``,
+    ``checkpoint_every_s``, and ``inbox``/``index`` for progress reports to the driver. Without a checkpoint_dir
+    the workdir is a local temp folder (workers share no filesystem with the driver): no resume checkpoints, no
+    kept model, and an interrupted task starts over. Only the record comes back."""
+    o = options or {}
     if threads is not None:
         torch.set_num_threads(threads)
     load_plugins()  # a fresh worker process: the protocols register here as they did on the driver
-    with tempfile.TemporaryDirectory(prefix="rdbench-") as workdir:
-        # progress off: tqdm bars of many workers interleave into noise on the driver
-        record = execute_run(RunConfig.from_dict(config_dict), workdir, progress=False, keep_model=False,
-                             checkpoint_every_s=float("inf"))
+    events = InboxEvents(o.get("inbox"), o.get("index", 0))
+    events.started()
+    shared = o.get("checkpoint_dir")
+    with tempfile.TemporaryDirectory(prefix="rdbench-") as tmp:
+        # progress off: tqdm bars of many workers interleave into noise on the driver (the inbox reports instead)
+        record = execute_run(RunConfig.from_dict(config_dict), shared or tmp, progress=False, resume=bool(shared),
+                             keep_model=bool(shared) and o.get("keep_model", True),
+                             checkpoint_every_s=o.get("checkpoint_every_s") if shared else float("inf"),
+                             events=events)
+    events.flush()
     return record.to_dict()  # plain JSON types on the wire: driver and workers may run different rdbench
 
 
@@ -172,10 +188,12 @@ def _task_error(exc: Exception) -> tuple[str, str]:
 
 
 @EXECUTORS.register("ray")
-def ray_executor(configs: list[RunConfig], results_dir: Path, store: Store, *, address: str | None,
+def ray_executor(configs: list[RunConfig], results_dir: Path, sweep: Sweep, *, address: str | None,
                  progress: bool, threads: int | None) -> None:
     """One Ray task per run; records are written on the driver as tasks finish. Workers must be able to
-    import rdbench (installed there, or a runtime_env given to your own ray.init before this call)."""
+    import rdbench (installed there, or a runtime_env given to your own ray.init before this call). The driver
+    claims each run when it submits its task (it holds the claims for the cluster), and shows the workers'
+    epochs, reported through a small actor (``rdbench.bench.progress.make_inbox``), on its bar."""
     ray = _import_ray()
     if not ray.is_initialized():
         ray.init(address=address)
@@ -183,8 +201,14 @@ def ray_executor(configs: list[RunConfig], results_dir: Path, store: Store, *, a
     # driver that the cluster doesn't offer would leave num_gpus=1 tasks unschedulable forever
     cluster_gpus = ray.cluster_resources().get("GPU", 0) > 0
     task = ray.remote(run_in_task)  # looked up per call, so a test can substitute the task body
+    s = sweep.settings
+    inbox = make_inbox(ray)
+    shared = {"checkpoint_dir": s.checkpoint_dir, "keep_model": s.keep_models,
+              "checkpoint_every_s": s.checkpoint_every_s, "inbox": inbox}
     refs: dict[Any, int] = {}
     for i, config in enumerate(configs):
+        if not sweep.claim(i):
+            continue
         if cluster_gpus and config.device != "cpu":
             # Ray makes the task's GPU the only visible one, so it is "cuda" (a cuda:N may not exist there)
             opts, config, n = {"num_gpus": 1}, config.replace(device="cuda"), threads
@@ -193,20 +217,30 @@ def ray_executor(configs: list[RunConfig], results_dir: Path, store: Store, *, a
             opts = {"num_cpus": n}
             if config.device == "auto":  # a num_gpus=0 task may still see the node's GPUs; it wasn't given one
                 config = config.replace(device="cpu")
-        # one retry covers a lost node without repeating a deterministic crash many times
-        refs[task.options(max_retries=1, **opts).remote(config.to_dict(), n)] = i
+        # max_retries=1: a worker that died (node lost, OOM-killed) is retried once, resuming from its checkpoint
+        # with a checkpoint_dir. retry_exceptions=False (Ray's default, said here on purpose): an exception
+        # escaping the task is not retried, since a run's own failures already come back as failed records
+        # and what escapes is deterministic; retrying would only repeat it
+        ref = task.options(max_retries=1, retry_exceptions=False, **opts).remote(config.to_dict(), n,
+                                                                                 {**shared, "index": i})
+        refs[ref] = i
     remaining = list(refs)
     try:
         while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
+            ready, remaining = ray.wait(remaining, num_returns=1, timeout=RAY_POLL_S)
+            # before the results: a task's events are all in the inbox before its result is ready
+            sweep.progress.apply(take_events(ray, inbox))
             for ref in ready:
                 i = refs[ref]
                 try:
                     record = RunRecord.from_dict(ray.get(ref), where=f"the record of Ray task {i}")
                 except Exception as exc:  # worker crash, task error, (de)serialisation: the sweep goes on
                     record = failed_record(configs[i], *_task_error(exc))
-                store(i, record)
+                sweep.store(i, record)
     finally:
         for ref in remaining:  # interrupted or store failed: don't leave the cluster running orphans
             with suppress(Exception):
                 ray.cancel(ref, force=True)
+        if inbox is not None:
+            with suppress(Exception):
+                ray.kill(inbox)

@@ -8,7 +8,6 @@ from pathlib import Path
 from rdbench.bench.tables import GridOptions, PaperTable, format_table
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTEC_TRAIN_COUNTS
-from rdbench.engine.protocol import get_protocol
 from rdbench.records.schema import RunRecord
 
 # Training cost, seconds per image per epoch at 256 px, batch 16, teacher features cached (every epoch
@@ -26,6 +25,7 @@ class PlannedRun:
     config: RunConfig
     cells: list[str] = field(default_factory=list)  # "table 1: carpet / RD", ...
     done: bool = False
+    skipped: bool = False  # its data is missing (rdbench.bench.missing_data): left out of a --table all sweep
 
 
 def plan(tables: list[PaperTable], opts: GridOptions) -> list[PlannedRun]:
@@ -49,25 +49,11 @@ def estimate_seconds(config: RunConfig, cuda: bool) -> float:
     return train_images(config) * config.epochs * per / (GPU_SPEEDUP if cuda else 1.0)
 
 
-def check_all_data(configs: list[RunConfig]) -> list[str]:
-    """Every distinct dataset of the sweep checked before any training: a list of problems."""
-    problems, seen = [], set()
-    for c in configs:
-        key = (c.protocol, c.data_root, c.category)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            get_protocol(c.protocol).check_data(c)
-        except (ValueError, OSError) as exc:
-            problems.append(f"{c.protocol}/{c.category}: {exc}")
-    return problems
-
-
 def describe(pr: PlannedRun) -> str:
     c = pr.config
     layers = ",".join(map(str, c.layers))
-    return (f"{'done' if pr.done else 'todo':<5}{c.protocol:<13}{c.category:<12}{c.backbone:<16}{c.image_size:>4}px "
+    status = "done" if pr.done else "skip" if pr.skipped else "todo"
+    return (f"{status:<5}{c.protocol:<13}{c.category:<12}{c.backbone:<16}{c.image_size:>4}px "
             f"{c.bottleneck:<12} L{layers:<6} seed {c.seed:<4} {c.epochs:>4} ep  {c.hash()}  <- {'; '.join(pr.cells)}")
 
 

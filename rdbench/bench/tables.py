@@ -47,6 +47,14 @@ class GridOptions:
     def seed_list(self) -> list[int]:
         return [111 + i for i in range(self.seeds)]
 
+    def run_overrides(self) -> dict:
+        """What these options set in every run of a grid, for ``Protocol.config`` (None: the protocol's
+        default). The data root, the category, the seed and the table's own variations come on top."""
+        return dict(weights=self.weights, device=self.device, eval_protocol=self.eval_protocol,
+                    max_train_images=self.max_train_images, max_test_images=self.max_test_images,
+                    epochs=self.epochs, batch_size=self.batch_size, image_size=self.image_size,
+                    backbone=self.backbone, amp=self.amp, feature_cache_gb=self.feature_cache_gb)
+
 
 @dataclass(frozen=True)
 class GridRun:
@@ -109,6 +117,11 @@ class PaperTable:
 
     def notes(self, opts: GridOptions) -> list[str]:
         """Remarks about the grid for these options (e.g. a part that depends on data not present)."""
+        return []
+
+    def missing_data(self, opts: GridOptions) -> list[tuple[str, str]]:
+        """(protocol, problem with the expected tree) of each part of the grid that these options ask for but
+        that cannot expand without its data (so ``grid`` leaves its runs out); a sweep must not drop it unsaid."""
         return []
 
     def cells(self, grid: list[GridRun], records: list[RunRecord], source: str = "final") -> list[Cell]:

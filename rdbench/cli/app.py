@@ -40,6 +40,7 @@ app.command("list")(run.list_names)
 app.command()(run.demo)
 app.command()(sweep.reproduce)
 app.command()(results.report)
+app.command()(results.runs)
 app.command("profile")(perf.profile)
 app.command()(perf.parity)
 

@@ -80,6 +80,8 @@ def _executors() -> list[str]:
 Backbone = Annotated[str, choice("backbone", _backbones, "teacher backbone")]
 BackboneOverride = Annotated[str, choice("backbone", _backbones, "override the backbone where a table does not "
                                          "vary it (not Table 6)", optional=True)]
+ProtocolBackbone = Annotated[str, choice("backbone", _backbones, "teacher backbone (default: the protocol's, "
+                                         "wide_resnet50_2 for every protocol)", optional=True)]
 Protocol = Annotated[str, choice("protocol", _protocols, "evaluation protocol")]
 Bottleneck = Annotated[str, choice("bottleneck", _bottlenecks, "Table 5 variant")]
 Loss = Annotated[str, choice("loss", _losses, "flat (the authors' code) | pixel (the paper's Eq. 2)")]
@@ -96,6 +98,10 @@ Results = Annotated[Path, typer.Option(help="results folder: records in <results
 Progress = Annotated[bool, typer.Option(help="show progress bars")]
 FeatureCacheGb = Annotated[float, typer.Option(help="GiB for the teacher-feature cache of training (default: "
                                                     "automatic; 0 = off)", show_default=False)]
+
+CheckpointEverySeconds = Annotated[float, typer.Option(
+    help="write a run's resume checkpoint after an epoch once this many seconds passed since the last (0 = every "
+         "epoch, inf = never); default: adaptive, writing takes <= 5% of the training time", show_default=False)]
 
 
 def default_report_dir(results: Path) -> Path:

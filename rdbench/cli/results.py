@@ -1,4 +1,5 @@
-"""Commands that read folders of records: ``report``, ``baseline save``, ``baseline check`` (alias ``check``)."""
+"""Commands that read folders of records: ``report``, ``runs``, ``baseline save``, ``baseline check`` (alias
+``check``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,40 @@ from typing import Annotated
 
 import typer
 
-from rdbench.cli.common import Results, default_report_dir, fail, render
+from rdbench.cli.common import Results, choice, default_report_dir, fail, render
+from rdbench.records.schema import STATUSES
 
 Opt = typer.Option
+LAYOUT = "<results>/runs/*.json (run records, as run, reproduce and demo write them), optionally sweeps/ and profiles/"
+
+
+def _holds_records(folder: Path) -> bool:
+    """Whether a JSON file directly in ``folder`` is a run record (one is enough to tell)."""
+    import json
+
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "config" in data and "status" in data:
+            return True
+    return False
+
+
+def layout_problem(results: Path, needs_runs: bool = False) -> str | None:
+    """What is wrong with ``results`` as a results folder, or None. A runs/ folder passed as the results folder
+    is said so (its parent is meant); ``needs_runs``: sweeps/ or profiles/ alone are not enough."""
+    if not results.is_dir():
+        return f"no results folder at {results}"
+    if (results / "runs").is_dir():
+        return None
+    if _holds_records(results):
+        return (f"{results} holds run records itself: this looks like a runs/ folder; pass its parent "
+                f"(--results {results.parent})")
+    if not needs_runs and ((results / "sweeps").is_dir() or (results / "profiles").is_dir()):
+        return None
+    return f"no run records in {results}: expected {LAYOUT}"
 
 
 def report(
@@ -19,9 +51,43 @@ def report(
     title: Annotated[str, Opt(help="page title (default: the results folder's name)", show_default=False)] = None,
 ) -> None:
     """Render the HTML report: paper tables vs ours, Fig. 5-7 style figures, runs, provenance (one file)."""
-    if not results.is_dir():
-        fail(f"no results folder at {results}")
+    problem = layout_problem(results)
+    if problem:
+        fail(problem)
     typer.echo(f"report: {render(results, out or default_report_dir(results), title)}")
+
+
+def runs(
+    results: Results = Path("results"),
+    status: Annotated[str, choice("status", lambda: STATUSES, "only the records of this status", optional=True)]
+    = None,
+    stale: Annotated[bool, Opt("--stale", help="only the records not made by the running code (another code "
+                                               "fingerprint, or none recorded)")] = False,
+    as_json: Annotated[bool, Opt("--json", help="print the rows as a JSON list of objects")] = False,
+) -> None:
+    """List the run records, one line each: what ran, status, main metrics, code version and fingerprint, data
+    fingerprint, when it finished."""
+    import warnings
+
+    from rdbench.bench.runs_table import format_frame, runs_frame
+    from rdbench.records.store import read_records
+
+    problem = layout_problem(results, needs_runs=True)
+    if problem:
+        fail(problem)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        records = read_records(results)
+    for w in caught:  # a corrupt record: named, and left out of the listing
+        typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+    frame = runs_frame(records, status=status, stale=stale)
+    if as_json:
+        typer.echo(frame.to_json(orient="records"))
+    elif frame.empty:
+        typer.echo(f"no {'stale ' if stale else ''}records{f' with status {status}' if status else ''} in "
+                   f"{results / 'runs'} ({len(records)} in all)")
+    else:
+        typer.echo(format_frame(frame))
 
 
 def baseline_save(
@@ -46,9 +112,23 @@ def baseline_check(
                                          "baseline's seed std))", show_default=False)] = None,
     floor: Annotated[float, Opt(help="override the baseline's absolute floor", show_default=False)] = None,
     verbose: Annotated[bool, Opt(help="list every metric, not only the problems")] = False,
+    allow_stale: Annotated[bool, Opt(help="accept records made by other code than the running one (by default "
+                                          "they fail the check: they would compare old code with the baseline)")]
+    = False,
 ) -> None:
-    """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance or a missing cell."""
+    """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance, a missing cell, or a
+    record not made by the running code."""
     from rdbench.bench.baseline import check, format_rows
+    from rdbench.bench.reuse import short, stale_records
+    from rdbench.records.provenance import code_fingerprint
+    from rdbench.records.store import read_records
+
+    stale = [] if allow_stale else [r for r in stale_records(read_records(results)) if r.ok]
+    if stale:
+        names = "\n".join(f"  {Path(r.record_path or '?').name}  (code {short(r.code_fingerprint)})" for r in stale)
+        fail(f"{len(stale)} record(s) in {results} were not made by the running code {short(code_fingerprint())}; "
+             f"checking them would check old code:\n{names}\nRerun them (rdbench reproduce ... --rerun stale), or "
+             f"pass --allow-stale to check them anyway", code=1)
 
     try:
         rows = check(baseline, results, tolerance=tolerance, floor=floor)

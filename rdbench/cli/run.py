@@ -11,14 +11,15 @@ import typer
 
 from rdbench.cli.common import (
     Amp,
-    Backbone,
     Bottleneck,
+    CheckpointEverySeconds,
     Device,
     EvalProtocol,
     FeatureCacheGb,
     Loss,
     Progress,
     Protocol,
+    ProtocolBackbone,
     Results,
     Weights,
     fail,
@@ -31,26 +32,37 @@ from rdbench.config import RunConfig
 Opt = typer.Option
 
 
+# The help texts below name each protocol's default; tests/test_cli.py holds them to the protocols' own.
+PROTOCOL_DEFAULT = "default: the protocol's"
+
+
 def run(
     category: Annotated[str, Opt(help="MVTec category folder, or class index for novelty protocols")],
     data_root: Annotated[Path, Opt(help="dataset root (MVTec AD layout for --protocol mvtec; torchvision root "
                                         "for mnist/fashionmnist/cifar10/caltech256)", show_default=False)] = None,
     protocol: Protocol = "mvtec",
-    backbone: Backbone = "wide_resnet50_2",
-    epochs: Annotated[int, Opt(help="training epochs (paper: 200)")] = 200,
-    image_size: Annotated[int, Opt(help="input size, multiple of 32 (paper: 256)")] = 256,
-    batch_size: Annotated[int, Opt(help="training batch size (paper: 16)")] = 16,
+    backbone: ProtocolBackbone = None,
+    epochs: Annotated[int, Opt(help=f"training epochs ({PROTOCOL_DEFAULT}: 200 for every protocol)",
+                               show_default=False)] = None,
+    image_size: Annotated[int, Opt(help=f"input size, multiple of 32 ({PROTOCOL_DEFAULT}: 256 mvtec, 32 mnist, "
+                                        "fashionmnist, cifar10, caltech256)", show_default=False)] = None,
+    batch_size: Annotated[int, Opt(help=f"training batch size ({PROTOCOL_DEFAULT}: 16 for every protocol)",
+                                   show_default=False)] = None,
     weights: Weights = "imagenet",
     bottleneck: Bottleneck = "pre+oce+mff",
     layers: Annotated[str, Opt(help="Table 7: teacher layers used in loss and map, e.g. 2,3")] = "1,2,3",
     loss: Loss = "flat",
     seed: Annotated[int, Opt(help="seed of this run (initial weights and shuffling)")] = 111,
-    lr: Annotated[float, Opt(help="Adam learning rate (paper: 0.005)")] = 0.005,
+    lr: Annotated[float, Opt(help=f"Adam learning rate ({PROTOCOL_DEFAULT}: 0.005, the paper's)",
+                             show_default=False)] = None,
+    caltech_split_seed: Annotated[int, Opt(help="caltech256 only: seed of the train/test split (default 0)",
+                                           show_default=False)] = None,
+    caltech_test_fraction: Annotated[float, Opt(help="caltech256 only: share of the normal images tested "
+                                                     "(default 0.2)", show_default=False)] = None,
     device: Device = "auto",
     results: Results = Path("results"),
     resume: Annotated[bool, Opt(help="continue from this config's last epoch checkpoint")] = False,
-    checkpoint_every_s: Annotated[float, Opt(help="write a resume checkpoint after an epoch once this many seconds "
-                                                  "passed since the last one (0 = every epoch)")] = 60.0,
+    checkpoint_every_s: CheckpointEverySeconds = None,
     max_train_images: Annotated[int, Opt(help="use only the first N training images (smoke runs)",
                                          show_default=False)] = None,
     max_test_images: Annotated[int, Opt(help="stratified subset of N test images (novelty smoke runs)",
@@ -60,19 +72,23 @@ def run(
     feature_cache_gb: FeatureCacheGb = None,
     progress: Progress = True,
 ) -> None:
-    """Train and evaluate one run; write its record (JSON) and print its metrics."""
+    """Train and evaluate one run; write its record (JSON) and print its metrics. Options not given take the
+    protocol's defaults, so a run has the hash of the same run in a `rdbench reproduce` table."""
     from rdbench.engine.device import check_amp, resolve_device
     from rdbench.engine.run import run_one
 
     if data_root is None and protocol == "mvtec":
         fail("--data-root is required for --protocol mvtec")
+    if checkpoint_every_s is not None and not checkpoint_every_s >= 0:
+        fail(f"--checkpoint-every-s must be >= 0 (0 = every epoch, inf = never), got {checkpoint_every_s}")
     try:
-        config = RunConfig(protocol=protocol, data_root=str(data_root or ""), category=category, backbone=backbone,
-                           weights=weights, bottleneck=bottleneck, layers=parse_ints(layers, "--layers"),
-                           loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
-                           seed=seed, device=device, max_train_images=max_train_images,
-                           max_test_images=max_test_images, eval_protocol=eval_protocol, amp=amp,
-                           feature_cache_gb=feature_cache_gb)
+        config = build_run_config(protocol, category, data_root=str(data_root or ""), backbone=backbone,
+                                  weights=weights, bottleneck=bottleneck, layers=parse_ints(layers, "--layers"),
+                                  loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
+                                  seed=seed, device=device, max_train_images=max_train_images,
+                                  max_test_images=max_test_images, eval_protocol=eval_protocol, amp=amp,
+                                  feature_cache_gb=feature_cache_gb, caltech_split_seed=caltech_split_seed,
+                                  caltech_test_fraction=caltech_test_fraction)
         check_amp(amp, resolve_device(device))  # fp16 on a CPU: before any work
     except ValueError as exc:
         fail(str(exc))
@@ -87,6 +103,21 @@ def run(
     for name, why in record.metric_errors.items():
         typer.secho(f"warning: {name} not computed: {why}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"record: {record.record_path}")
+
+
+def build_run_config(protocol: str, category: str, caltech_split_seed: int | None = None,
+                     caltech_test_fraction: float | None = None, **options) -> RunConfig:
+    """The config of ``rdbench run``: the protocol's defaults, then every option given (not None); built by
+    ``Protocol.config`` like the tables' grids. ValueError on a bad value or a setting of another protocol."""
+    from rdbench.engine.protocol import get_protocol
+
+    proto = get_protocol(protocol)
+    split = {k: v for k, v in (("split_seed", caltech_split_seed), ("test_fraction", caltech_test_fraction))
+             if v is not None}
+    if split and not set(split) <= set(proto.defaults().get("extra", {})):
+        raise ValueError(f"--caltech-split-seed and --caltech-test-fraction are settings of --protocol caltech256, "
+                         f"not of {protocol}")
+    return proto.config(category=category, extra=split, **options)
 
 
 def make_synthetic(

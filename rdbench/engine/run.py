@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -13,9 +15,10 @@ from rdbench.config import RunConfig
 from rdbench.engine.device import check_amp, resolve_device
 from rdbench.engine.gallery import make_gallery
 from rdbench.engine.protocol import get_protocol
-from rdbench.engine.train import TrainingError, save_model, train
+from rdbench.engine.train import TrainEvents, TrainingError, save_model, train
 from rdbench.models.rd import build_rd_model
-from rdbench.records.provenance import environment
+from rdbench.records.fingerprint import DigestCache, data_fingerprint, results_cache
+from rdbench.records.provenance import code_block, environment
 from rdbench.records.schema import RunRecord, now_utc
 from rdbench.records.store import check_writable, record_path, store_record
 
@@ -25,6 +28,33 @@ def checkpoint_paths(results_dir: Path, config: RunConfig) -> tuple[Path, Path]:
     stem = record_path(results_dir, config).stem
     folder = Path(results_dir) / "checkpoints"
     return folder / f"{stem}.resume.pt", folder / f"{stem}.model.pt"
+
+
+def data_block(config: RunConfig, cache: DigestCache | None = None) -> dict:
+    """The record's ``data`` block: the fingerprint of every file the run reads (its protocol lists them)."""
+    root, files = get_protocol(config.protocol).data_files(config)
+    return data_fingerprint(root, files, cache)
+
+
+def _checkpoint_identity(resume_ckpt: Path, identity: dict, resume: bool) -> bool:
+    """Whether the resume checkpoint may be used: only one made from the same data and code. A checkpoint of
+    other bytes or other code is deleted (said on stderr) and the run starts over: resuming it would give a
+    record that claims data and code it was not made from. Writes the identity beside the checkpoint."""
+    sidecar = resume_ckpt.with_suffix(".identity.json")
+    if resume and resume_ckpt.is_file():
+        try:
+            saved = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            saved = None  # a checkpoint of an rdbench that wrote no identity: cannot be vouched for
+        if saved != identity:
+            changed = [k for k in identity if (saved or {}).get(k) != identity[k]]
+            print(f"checkpoint {resume_ckpt.name} was made from other {' and '.join(changed) or 'data/code'}: "
+                  f"starting over", file=sys.stderr)
+            resume_ckpt.unlink(missing_ok=True)
+            resume = False
+    resume_ckpt.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps(identity))
+    return resume
 
 
 def best_epoch(curve: list[dict]) -> dict:
@@ -40,7 +70,7 @@ def best_epoch(curve: list[dict]) -> dict:
 
 
 def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bool = True,
-            resume: bool = False, keep_model: bool = True, checkpoint_every_s: float = 60.0) -> RunRecord:
+            resume: bool = False, keep_model: bool = True, checkpoint_every_s: float | None = None) -> RunRecord:
     """Train and evaluate one config and write its record to ``results_dir/runs``.
 
     A failure (bad data, NaN loss, out of memory...) is written as a record with status "failed" and
@@ -54,16 +84,22 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
 
 
 def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, resume: bool = False,
-                keep_model: bool = True, checkpoint_every_s: float = 60.0) -> RunRecord:
+                keep_model: bool = True, checkpoint_every_s: float | None = None,
+                events: TrainEvents | None = None) -> RunRecord:
     """Train and evaluate; return the record without writing it (executors ship it to the driver).
-    ``workdir`` holds checkpoints and the trained model. Never raises for a failed run."""
+    ``workdir`` holds checkpoints and the trained model. ``checkpoint_every_s``: None is the adaptive schedule
+    of ``rdbench.engine.train.CheckpointSchedule``. Never raises for a failed run."""
     resume_ckpt, model_file = checkpoint_paths(Path(workdir), config)
     record = RunRecord.new(config)
     t0 = time.perf_counter()
     device = None
+    record.code = code_block()
     try:
         protocol = get_protocol(config.protocol)
         protocol.check_data(config)
+        cache = results_cache(workdir)
+        record.data = data_block(config, cache)
+        cache.save()
         device = resolve_device(config.device)
         check_amp(config.amp, device)  # e.g. fp16 on a CPU: fail before loading anything
         if device.type == "cuda":  # repeatable kernels; the cost is small for this model
@@ -76,35 +112,43 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         torch.manual_seed(config.seed)  # the initial weights depend on this seed alone
         model = build_rd_model(config.backbone, config.weights, config.bottleneck)
         record.teacher_weights = model.weights_info
-        curve: list[dict] = []
+        # saved in the resume checkpoint, so a resumed "paper" run keeps the curve evaluated before it stopped
+        carry: dict = {"metric_curve": []}
 
         def evaluate_midway(epoch: int, loss: float) -> None:
             # the authors' loop: test-set evaluation every eval_every epochs (eval_protocol "paper")
             if config.eval_protocol == "paper" and epoch % config.eval_every == 0 and epoch < config.epochs:
-                curve.append({"epoch": epoch, **protocol.evaluate(model, test_set, config, device).metrics})
+                point = {"epoch": epoch, **protocol.evaluate(model, test_set, config, device).metrics}
+                carry["metric_curve"].append(point)
 
         cache_bytes = None if config.feature_cache_gb is None else int(config.feature_cache_gb * 2**30)
+        identity = {"data": record.data_fingerprint, "code": record.code_fingerprint}
+        resume = _checkpoint_identity(resume_ckpt, identity, resume)
         fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
-                    checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway, feature_cache_bytes=cache_bytes)
+                    checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway, feature_cache_bytes=cache_bytes,
+                    carry=carry, events=events)
         record.loss_curve = fit.loss_curve
         ev = protocol.evaluate(model, test_set, config, device, keep_maps=True)
         record.gallery = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
         ev.maps = ev.masks = None  # free them: a category's maps are ~100 MB at 256 px
         if config.eval_protocol == "paper":
-            curve.append({"epoch": config.epochs, **ev.metrics})
+            curve = carry["metric_curve"] + [{"epoch": config.epochs, **ev.metrics}]
             record.metric_curve = curve
             record.best_epoch_metrics = best_epoch(curve)
         record.status, record.metrics, record.per_image = "ok", ev.metrics, ev.per_image
         record.timings = {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
                           "eval_peak_memory_mb": ev.peak_memory_mb,
                           "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,
-                          "resumed_from_epoch": fit.resumed_from_epoch, "feature_cache": fit.feature_cache}
+                          "resumed_from_epoch": fit.resumed_from_epoch, "feature_cache": fit.feature_cache,
+                          "checkpoints": fit.checkpoints, "checkpoint_write_s": fit.checkpoint_write_s,
+                          "checkpoint_bytes": fit.checkpoint_bytes}
         record.counts = {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)}
         record.metric_errors = dict(ev.metric_errors or {})
         if keep_model:
             save_model(model_file, model, config)
             record.model_path = str(model_file)
         resume_ckpt.unlink(missing_ok=True)
+        resume_ckpt.with_suffix(".identity.json").unlink(missing_ok=True)
     except Exception as exc:  # a failed run is a result too
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, torch.cuda.OutOfMemoryError):

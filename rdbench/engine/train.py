@@ -1,8 +1,9 @@
-"""Training: the authors' loop (Adam on decoder + bottleneck, teacher frozen), with checkpoints,
-resume, a progress bar, and a NaN guard."""
+"""Training: the authors' loop (Adam on decoder + bottleneck, teacher frozen), with checkpoints and their
+schedule (``CheckpointSchedule``), resume, a progress bar, events for a caller (``TrainEvents``), and a NaN guard."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -23,6 +24,9 @@ from rdbench.models.rd import RDModel, select_layers
 # Preloading the (deterministic, un-augmented) training set saves re-decoding and resizing every
 # image each epoch; above this budget the images are read per batch instead.
 PRELOAD_BUDGET_BYTES = 2 * 1024**3
+# The default (adaptive) checkpoint schedule keeps the time spent writing checkpoints within this share of the
+# training time: a wide_resnet50_2 checkpoint with Adam state is 1.04 GB, measured 1.4-3.4 s to write on a 2-core VM.
+CHECKPOINT_TIME_SHARE = 0.05
 
 
 class TrainingError(RuntimeError):
@@ -39,6 +43,51 @@ class TrainResult:
     images_seen: int = 0  # this session only
     resumed_from_epoch: int = 0
     feature_cache: dict = field(default_factory=dict)  # TeacherFeatureCache.info() of this session
+    checkpoints: int = 0  # resume checkpoints written this session
+    checkpoint_write_s: float = 0.0  # the time they took, in total
+    checkpoint_bytes: int = 0  # the size of the last one
+
+
+class TrainEvents:
+    """What a caller hears of a run while it trains (a sweep's progress bar, a Ray worker's reports to the
+    driver). This base class hears nothing."""
+
+    def resumed(self, epoch: int) -> None:
+        """Training continues after ``epoch`` epochs restored from a resume checkpoint."""
+
+    def epoch(self, epoch: int, total: int) -> None:
+        """Epoch ``epoch`` of ``total`` is done (and its checkpoint, if one was due, written)."""
+
+
+class CheckpointSchedule:
+    """When the resume checkpoint is written, and what writing cost.
+
+    ``every_s``: after an epoch once this many seconds passed since the last write (0: every epoch, inf: never).
+    None (the default): adaptive, so that writing takes at most CHECKPOINT_TIME_SHARE of the training time. The
+    first checkpoint comes after the first epoch: it measures what a write costs, and a run killed after it
+    loses one epoch at most. Each later one only when the writes so far plus one more as long as the last fit
+    that share of the time elapsed since training started. A slow disk or a large model so gets fewer
+    checkpoints, a fast one more; a checkpoint costing more than the share of a whole epoch comes every few
+    epochs."""
+
+    def __init__(self, every_s: float | None, start: float):
+        if every_s is not None and every_s < 0:
+            raise ValueError(f"checkpoint_every_s must be >= 0 or None (adaptive), got {every_s}")
+        self.every_s, self.start, self.last = every_s, start, start
+        self.count, self.write_s, self.last_write_s, self.bytes = 0, 0.0, 0.0, 0
+
+    def due(self, now: float) -> bool:
+        if self.every_s is not None:
+            return now - self.last >= self.every_s
+        if self.count == 0:
+            return True
+        return self.write_s + self.last_write_s <= CHECKPOINT_TIME_SHARE * (now - self.start)
+
+    def wrote(self, began: float, ended: float, nbytes: int) -> None:
+        self.count += 1
+        self.last_write_s = ended - began
+        self.write_s += self.last_write_s
+        self.last, self.bytes = ended, nbytes
 
 
 class _Batches:
@@ -77,15 +126,20 @@ class _Batches:
 
 def _save_checkpoint(path: Path, model: RDModel, opt: torch.optim.Optimizer, epoch: int,
                      result: TrainResult, generator: torch.Generator, config: RunConfig,
-                     scaler: torch.amp.GradScaler) -> None:
+                     scaler: torch.amp.GradScaler, carry: dict | None = None) -> int:
+    """Write the resume checkpoint (replacing the run's previous one) and return its size in bytes."""
     state = {"kind": "resume", "epoch": epoch, "bottleneck": model.bottleneck.state_dict(),
              "decoder": model.decoder.state_dict(), "optimizer": opt.state_dict(), "loss_curve": result.loss_curve,
              "generator": generator.get_state(), "config": config.to_dict(), "config_hash": config.hash(),
-             "scaler": scaler.state_dict()}
+             "scaler": scaler.state_dict(),
+             # as JSON text: metric values may be numpy floats, which a weights_only load refuses to unpickle
+             "carry": json.dumps(carry or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(state, tmp)
-    os.replace(tmp, path)  # a checkpoint is never half-written
+    nbytes = tmp.stat().st_size
+    os.replace(tmp, path)  # a checkpoint is never half-written, and there is one per run
+    return nbytes
 
 
 def save_model(path: Path, model: RDModel, config: RunConfig) -> None:
@@ -113,14 +167,17 @@ def load_checkpoint(path: Path, model: RDModel, config: RunConfig | None = None)
 
 def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.device,
           checkpoint: Path | None = None, resume: bool = False, progress: bool = True,
-          on_epoch: Callable[[int, float], None] | None = None, checkpoint_every_s: float = 60.0,
-          feature_cache_bytes: int | None = None) -> TrainResult:
+          on_epoch: Callable[[int, float], None] | None = None, checkpoint_every_s: float | None = None,
+          feature_cache_bytes: int | None = None, carry: dict | None = None,
+          events: TrainEvents | None = None) -> TrainResult:
     """Train ``model`` in place. The seed of the shuffling generator is the run's seed, so a run is
     repeatable; resuming restores weights, optimiser and generator state and continues exactly.
 
-    A resume checkpoint is written after an epoch when ``checkpoint_every_s`` have passed since the
-    last one (0 = every epoch): on a CPU every epoch of a real run, on a fast GPU at most once a
-    minute, since a wide_resnet50_2 checkpoint with Adam state is about 1.1 GB.
+    A resume checkpoint is written after an epoch as ``CheckpointSchedule(checkpoint_every_s)`` says (None:
+    adaptive, writing at most 5% of the time), never after the last epoch (nothing is left to resume). It
+    replaces the previous one. ``carry``: the caller's state that travels in the checkpoint (JSON types; e.g.
+    the metric curve evaluated so far): on resume its keys are replaced by the saved ones before the first
+    epoch. ``on_epoch`` runs before the epoch's checkpoint, so what it adds to ``carry`` is saved with it.
 
     The frozen teacher's features of every training image are cached after the first epoch within
     ``feature_cache_bytes`` (None: ``rdbench.engine.feature_cache.default_budget(device)``, 4 GiB at most on CPU;
@@ -147,11 +204,16 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
             scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         result.loss_curve = list(state["loss_curve"])
+        if carry is not None:
+            carry.update(json.loads(state.get("carry") or "{}"))  # a checkpoint of an older rdbench has none
         start_epoch = result.resumed_from_epoch = state["epoch"]
         model.to(device)
+        if events is not None:
+            events.resumed(start_epoch)
     batches = _Batches(dataset, config.batch_size)
     features = TeacherFeatureCache(model.teacher, batches.n, device, feature_cache_bytes)
-    t0 = last_save = time.perf_counter()
+    t0 = time.perf_counter()
+    schedule = CheckpointSchedule(checkpoint_every_s, t0)
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.category}", disable=not progress,
                initial=start_epoch, total=config.epochs, leave=False)
     for epoch in bar:
@@ -181,11 +243,16 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         result.loss_curve.append(mean)
         result.images_seen += count
         bar.set_postfix(loss=f"{mean:.4f}")
-        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
-            _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler)
-            last_save = time.perf_counter()
         if on_epoch is not None:
             on_epoch(epoch + 1, mean)
+        if checkpoint is not None and epoch + 1 < config.epochs and schedule.due(time.perf_counter()):
+            began = time.perf_counter()
+            nbytes = _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler, carry)
+            schedule.wrote(began, time.perf_counter(), nbytes)
+        if events is not None:
+            events.epoch(epoch + 1, config.epochs)
     result.seconds = time.perf_counter() - t0
     result.feature_cache = features.info()
+    result.checkpoints, result.checkpoint_write_s = schedule.count, schedule.write_s
+    result.checkpoint_bytes = schedule.bytes
     return result

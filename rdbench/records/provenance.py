@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -72,11 +73,20 @@ def _source_files() -> list[tuple[str, Path]]:
     return out
 
 
+@functools.cache
 def code_fingerprint() -> str:
-    """sha256 over (name, sha256 of the content) of every source file: equal code, equal fingerprint."""
+    """sha256 over (name, sha256 of the content) of every source file: equal code, equal fingerprint. Taken once
+    per process: the code that runs is the code imported, even if the files are edited during a sweep."""
     import hashlib
 
     h = hashlib.sha256()
     for name, path in _source_files():
         h.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
     return h.hexdigest()
+
+
+def code_block() -> dict:
+    """The ``code`` block of a record: what ran, whether or not it is a git checkout."""
+    git = git_state()
+    return {"fingerprint": code_fingerprint(), "version": __version__, "git_commit": git["commit"],
+            "dirty": git["dirty"]}

@@ -1,9 +1,11 @@
 """The typed run record: what one run leaves behind, in the JSON of ``<results>/runs/*.json``.
 
 ``RunRecord.to_dict`` / ``RunRecord.from_dict`` are the only translation between the object and its JSON
-(``rdbench.records.store`` reads and writes files through them). Schema 1 is the JSON every rdbench so far
-has written; a newer field is added with a default, so older records keep loading, and a key this code
-does not know is kept in ``unknown`` and written back, so a record round-trips even through older code.
+(``rdbench.records.store`` reads and writes files through them). Schema 1 is the JSON rdbench wrote before
+records said which data and code made them; schema 2 adds the ``data`` and ``code`` blocks. A newer field is
+added with a default, so older records keep loading (and keep their schema_version: an old record without
+blocks is not passed off as a new one), and a key this code does not know is kept in ``unknown`` and written
+back, so a record round-trips even through older code.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Literal
 
 from rdbench.config import RunConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Status = Literal["running", "ok", "failed"]
 STATUSES: tuple[str, ...] = ("running", "ok", "failed")
 
@@ -40,6 +42,10 @@ class RunRecord:
     wall_s: float | None = None
     schema_version: int = SCHEMA_VERSION
     environment: dict[str, Any] = field(default_factory=dict)  # rdbench.records.provenance.environment
+    # what the run read: {"fingerprint": sha256, "files": n, "bytes": n} (rdbench.records.fingerprint)
+    data: dict[str, Any] = field(default_factory=dict)
+    # what ran: {"fingerprint": sha256 of the sources, "version", "git_commit", "dirty"} (provenance.code_block)
+    code: dict[str, Any] = field(default_factory=dict)
     teacher_weights: dict[str, Any] | None = None  # kind (imagenet|random|file), name, path, sha256
     # metric name -> value; None where a metric could not be computed (its reason in metric_errors)
     metrics: dict[str, float | None] = field(default_factory=dict)
@@ -64,6 +70,14 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        return self.data.get("fingerprint")
+
+    @property
+    def code_fingerprint(self) -> str | None:
+        return self.code.get("fingerprint")
 
     @property
     def random_teacher(self) -> bool:
@@ -120,7 +134,7 @@ class RunRecord:
                 known.pop(k, None)
         known.setdefault("config_hash", config.hash())
         known.setdefault("seed", config.seed)
-        known["schema_version"] = SCHEMA_VERSION
+        known["schema_version"] = version
         unknown = {k: v for k, v in d.items() if k not in names and k != "config"}
         return cls(config=config, unknown=unknown, **known)
 
@@ -128,4 +142,4 @@ class RunRecord:
 _OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "model_path",
                       "record_path", "traceback", "failed_epoch"}
 _OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "per_image", "loss_curve", "timings", "counts", "gallery",
-                       "environment"}
+                       "environment", "data", "code"}

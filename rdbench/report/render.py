@@ -142,7 +142,7 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
     tables_dir = out_dir / "tables"
     tables_dir.mkdir(exist_ok=True)
     for old in [*tables_dir.glob("table*.csv"), *tables_dir.glob("table*.md")]:  # no stale tables of a rerun
-        old.unlink()
+        old.unlink(missing_ok=True)  # another sweep may have removed it first
     for v in views:
         cells_frame(v.cells).to_csv(tables_dir / f"{v.slug}.csv", index=False)
         (tables_dir / f"{v.slug}.md").write_text(markdown(v), encoding="utf-8")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rdbench.records.provenance import code_fingerprint
 from rdbench.records.schema import RunRecord
 from rdbench.report.paper_tables import MISSING
 
@@ -77,7 +78,40 @@ def warnings_about(records: list[RunRecord]) -> list[str]:
     commits = {r.environment.get("commit") for r in records} - {None}
     if len(commits) > 1:
         out.append(f"runs come from {len(commits)} different commits (see Provenance).")
+    return out + identity_warnings(records)
+
+
+def _cell(r: RunRecord) -> str:
+    c = r.config
+    return f"{c.protocol}/{c.category} {c.backbone} {c.image_size}px seed {c.seed}"
+
+
+def identity_warnings(records: list[RunRecord]) -> list[str]:
+    """Records that mix code versions, or different data under one dataset name: which cells it touches."""
+    out = []
+    ok = [r for r in records if r.ok]
+    by_code: dict[str | None, list[RunRecord]] = {}
+    for r in ok:
+        by_code.setdefault(r.code_fingerprint, []).append(r)
+    if len(by_code) > 1:
+        running = code_fingerprint()
+        groups = sorted(by_code.items(), key=lambda kv: (kv[0] != running, -len(kv[1])))
+        parts = [f"{(code or 'unrecorded')[:12]}{' (running)' if code == running else ''}: {len(rs)} run(s)"
+                 for code, rs in groups]
+        # the cells to distrust: those of other code than the running one (none of it here: all but the largest)
+        distrusted = groups[1:] if running not in by_code else [(c, rs) for c, rs in groups if c != running]
+        other = [_cell(r) for _, rs in distrusted for r in rs]
+        out.append(f"the records mix {len(by_code)} code versions ({'; '.join(parts)}); cells fed by records of "
+                   f"other code than the running one: {', '.join(other[:12])}{', ...' if len(other) > 12 else ''}")
+    by_data: dict[tuple, set[str | None]] = {}
+    for r in ok:
+        by_data.setdefault((r.config.protocol, r.config.category), set()).add(r.data_fingerprint)
+    mixed = {k: v for k, v in by_data.items() if len(v) > 1}
+    if mixed:
+        names = ", ".join(f"{p}/{c} ({len(v)} fingerprints)" for (p, c), v in sorted(mixed.items()))
+        out.append(f"records of one dataset were made from different data: {names}; the cells of these "
+                   f"categories average runs on different bytes")
     return out
 
 
-__all__ = ["METRIC_ORDER", "provenance", "runs_rows", "warnings_about"]
+__all__ = ["METRIC_ORDER", "identity_warnings", "provenance", "runs_rows", "warnings_about"]

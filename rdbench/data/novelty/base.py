@@ -122,6 +122,10 @@ class NoveltySource(ABC):
     ) -> tuple[Images, np.ndarray]:
         """The test images and their int64 class targets (every class, or the outliers' own target)."""
 
+    @abstractmethod
+    def data_files(self, root: Path, normal_class: int, split_seed: int = 0, test_fraction: float = 0.2) -> list[Path]:
+        """Every file a run on ``normal_class`` reads (its data fingerprint covers exactly these)."""
+
     def transform(self, image_size: int = 32) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image -> float tensor 3 x S x S: Resize((S, S)) -> ToTensor() -> Normalize(mean, std) when set."""
         if operator.index(image_size) < 1:

@@ -145,6 +145,10 @@ class Caltech256Source(NoveltySource):
         return CaltechSplit(cat.name, tuple(normal[i] for i in train_idx), tuple(normal[i] for i in test_idx),
                             tuple(clutter[i] for i in picked), dirs.clutter_index)  # fmt: skip
 
+    def data_files(self, root: Path, normal_class: int, split_seed: int = 0, test_fraction: float = 0.2) -> list[Path]:
+        s = self.split(root, normal_class, split_seed, test_fraction)
+        return sorted([*s.train, *s.test_normal, *s.test_outliers])
+
     def train_images(self, root: Path, normal_class: int, split_seed: int = 0, test_fraction: float = 0.2) -> Images:
         return Images(paths=self.split(root, normal_class, split_seed, test_fraction).train)
 

@@ -54,6 +54,9 @@ class CIFAR10Source(SplitSource):
             raise self.error(f"missing CIFAR-10 file(s) {', '.join(missing)} in", folder,
                              f"re-extract cifar-10-python.tar.gz. {self.download_hint}", root)  # fmt: skip
 
+    def data_files(self, root: Path, normal_class: int, split_seed: int = 0, test_fraction: float = 0.2) -> list[Path]:
+        return sorted(root / CIFAR_FOLDER / f for f in self.file_md5s())
+
     def read_arrays(self, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
         folder = root / CIFAR_FOLDER
         try:

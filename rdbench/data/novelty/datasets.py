@@ -35,6 +35,14 @@ def resolve_root(name: str, root: str | Path | None) -> Path:
     return get_source(name).resolve_root(root)
 
 
+def novelty_data_files(name: str, root: str | Path | None, normal_class: int, split_seed: int = 0,
+                       test_fraction: float = 0.2) -> tuple[Path, list[Path]]:
+    """(resolved root, every file a run on ``normal_class`` reads): what its data fingerprint covers."""
+    source = get_source(name)
+    resolved = source.resolve_root(root)
+    return resolved, source.data_files(resolved, normal_class, split_seed, test_fraction)
+
+
 def expected_tree(name: str, root: str | Path = "<root>") -> str:
     return get_source(name).expected_tree(root)
 

@@ -97,6 +97,9 @@ class MNISTSource(SplitSource):
     def check_layout(self, root: Path) -> None:
         self.idx_files(root)
 
+    def data_files(self, root: Path, normal_class: int, split_seed: int = 0, test_fraction: float = 0.2) -> list[Path]:
+        return sorted(self.idx_files(root).values())  # both splits are read whatever the class
+
     def read_arrays(self, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
         files = self.idx_files(root)
         prefix = "train" if train else "t10k"
