@@ -26,7 +26,7 @@ class RunConfig:
     bottleneck: str = "pre+oce+mff"  # Table 5: pre | pre+oce | pre+oce+mff (full OCBE)
     layers: tuple[int, ...] = (1, 2, 3)  # Table 7: teacher/student layers in the loss and the map
     loss: str = "flat"  # authors' flattened cosine; "pixel" is the paper's Eq. 2 form
-    epochs: int = 200
+    epochs: int = 200  # 0: no training, the freshly initialised model is evaluated (the parity check)
     batch_size: int = 16
     lr: float = 0.005
     betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.5, unusual but the authors' choice
@@ -48,12 +48,17 @@ class RunConfig:
     # Memory for the teacher-feature cache of training, GiB; None = rdbench.engine.feature_cache.default_budget,
     # 0 = off. Not part of the hash: on CPU the cache is bit-identical, on CUDA within float rounding.
     feature_cache_gb: float | None = None
+    # Score with the trained model's own arithmetic (True) instead of the faster inference copy (batch norm
+    # folded, pixel shuffle, prepacked convolutions). Their maps differ by float rounding (~1e-7), which moves
+    # PRO's 200 per-image thresholds by up to ~5e-6; exact evaluation equals the authors' evaluation() to 1e-12
+    # (tests/test_official_evaluation.py). Not part of the hash, like feature_cache_gb: rounding, not a result.
+    exact_eval: bool = False
     extra: dict = field(default_factory=dict)  # protocol-specific settings, part of the hash
 
     # Fields that do not change the numbers a run produces (within float tolerance).
     # data_root: the same dataset at another path (another machine, a Ray worker) is the same run;
     # a different dataset under the same protocol/category names must say so in ``extra``.
-    NON_RESULT_FIELDS = ("device", "eval_batch_size", "data_root", "feature_cache_gb")
+    NON_RESULT_FIELDS = ("device", "eval_batch_size", "data_root", "feature_cache_gb", "exact_eval")
     # Fields added after records were first written: left out of the hash at their default, so that
     # every earlier record keeps its id (and a sweep does not rerun it).
     HASH_OMITTED_AT_DEFAULT = {"amp": "none"}
@@ -64,7 +69,9 @@ class RunConfig:
             raise ValueError(f"layers must be a non-empty subset of 1, 2, 3 without repeats; got {layers}")
         object.__setattr__(self, "layers", tuple(sorted(layers)))  # 3,2 and 2,3 are one run
         object.__setattr__(self, "betas", tuple(float(x) for x in self.betas))
-        for name in ("epochs", "batch_size", "image_size", "eval_batch_size"):
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0 (0 = evaluate the untrained model), got {self.epochs}")
+        for name in ("batch_size", "image_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % 32:

@@ -37,7 +37,8 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("change,match", [
     ({"layers": (0, 1)}, "subset of 1, 2, 3"), ({"layers": ()}, "subset"), ({"layers": (1, 1)}, "repeats"),
-    ({"epochs": 0}, "epochs"), ({"image_size": 100}, "multiple of 32"), ({"eval_protocol": "best"}, "final"),
+    ({"epochs": -1}, "epochs must be >= 0"), ({"image_size": 100}, "multiple of 32"),
+    ({"eval_protocol": "best"}, "final"),
     ({"amp": "fp32"}, "none, bf16, fp16"), ({"feature_cache_gb": -1}, "feature_cache_gb"),
 ])
 def test_config_validation(change, match):

@@ -59,3 +59,25 @@ def test_fingerprint_other_seed_and_shape_changes_numbers():
     assert a["eval_loss"] == b["eval_loss"] and a["ocbe_used_sum"] == b["ocbe_used_sum"]  # repeatable
     assert c["ocbe_used_sum"] != a["ocbe_used_sum"]
     assert a["input_shape"] == [1, 3, 64, 96]
+
+
+# --- float64: the authors' code measured with model and input cast to float64 after a float32 build ----------
+OFFICIAL64 = {r["backbone"]: r for r in json.loads((Path(__file__).parent / "data" /
+                                                    "official_fingerprints_float64.json").read_text())}
+
+
+@pytest.mark.parametrize("backbone", [pytest.param(b, marks=pytest.mark.slow) if b == "wide_resnet50_2" else b
+                                      for b in sorted(OFFICIAL64)])
+def test_float64_fingerprint_matches_official_to_1e9_steps_included(backbone):
+    ours, official = fingerprint(backbone, dtype="float64"), OFFICIAL64[backbone]
+    assert official["dtype"] == ours["dtype"] == "float64"
+    assert compare(ours, official) == []  # every field to 1e-9 relative, the three Adam steps included
+    got, want = ours["train_losses_3_steps"], official["train_losses_3_steps"]
+    assert got == pytest.approx(want, rel=1e-9, abs=0)
+
+
+def test_float64_compare_is_strict_and_refuses_another_dtype():
+    official = OFFICIAL64["resnet18"]
+    near = {**official, "train_losses_3_steps": [v * (1 + 1e-8) for v in official["train_losses_3_steps"]]}
+    assert any("train_losses_3_steps" in m for m in compare(near, official))  # 1e-8 off is a mismatch
+    assert compare({**official, "dtype": "float32"}, official) == ["dtype: float32 != official float64"]

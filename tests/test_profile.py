@@ -59,7 +59,7 @@ def test_profile_reports_amp_effect():
 # Runs in a fresh interpreter, so that VmHWM (the process's lifetime peak) is the peak of this allocation:
 # nothing before it (interpreter start, imports) comes near base + 200 MB.
 _PEAK_WORKER = """
-import json, sys
+import json, sys, time
 from rdbench.perf.rss import RssSampler
 sampler = RssSampler().start()
 import numpy as np
@@ -73,7 +73,8 @@ sampler.reset()
 base = sampler.rss_mb()
 n = 200 * 2**20
 if sys.argv[1] == "numpy":
-    buf = np.ones(n // 8)  # every page written
+    buf = np.ones(n // 8)  # every page written, with the GIL held (numpy's fill does not release it)
+    time.sleep(0.05)  # like torch's kernels, let the sampler thread run while the buffer is alive
     del buf
 else:
     torch.ones(n // 4).sum()  # the buffer lives only inside this expression

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rdbench.cli.common import Amp, Backbone, fail, parse_ints
+from rdbench.cli.common import Amp, Backbone, choice, fail, parse_ints
 
 Opt = typer.Option
 
@@ -72,6 +72,9 @@ def parity(
     input_seed: int = 0,
     official: Annotated[Path, Opt(help="official fingerprints JSON to compare with (exit 1 on mismatch)",
                                   show_default=False)] = None,
+    dtype: Annotated[str, choice("dtype", lambda: ("float32", "float64"), "precision of the eval block and the "
+                                 "training steps: float64 casts the float32-built model (the same initial weights) "
+                                 "and input, where the steps are no longer chaotic")] = "float32",
 ) -> None:
     """Print the model fingerprint (init, eval, 3 training steps) in the official format."""
     from rdbench.perf.parity import compare, fingerprint
@@ -86,15 +89,17 @@ def parity(
         try:
             records = json.loads(official.read_text())
             ref = [r for r in records if r["backbone"] == backbone and r["seed"] == seed
-                   and list(r["input_shape"]) == list(shape) and r["input_seed"] == input_seed]
+                   and list(r["input_shape"]) == list(shape) and r["input_seed"] == input_seed
+                   and r.get("dtype", "float32") == dtype]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             fail(f"cannot read official fingerprints {official}: {type(exc).__name__}: {exc}; expected the JSON "
                  "list of records of shared/parity/official_fingerprints.json")
-    fp = fingerprint(backbone, seed=seed, input_shape=shape, input_seed=input_seed)
+    fp = fingerprint(backbone, seed=seed, input_shape=shape, input_seed=input_seed, dtype=dtype)
     typer.echo(json.dumps(fp, indent=1))
     if records is not None:
         if not ref:
-            fail(f"{official} holds no record for {backbone} seed {seed} shape {shape} input seed {input_seed}")
+            fail(f"{official} holds no {dtype} record for {backbone} seed {seed} shape {shape} input seed "
+                 f"{input_seed}")
         bad = compare(fp, ref[0])
         for line in bad:
             typer.echo(f"MISMATCH {line}", err=True)

@@ -70,6 +70,9 @@ def run(
     eval_protocol: EvalProtocol = "final",
     amp: Amp = "none",
     feature_cache_gb: FeatureCacheGb = None,
+    exact_eval: Annotated[bool, Opt("--exact-eval", help="score with the model's own arithmetic, not the faster "
+                                                         "inference copy: equals the authors' evaluation to 1e-12 "
+                                                         "(the copy: PRO within ~5e-6)")] = False,
     progress: Progress = True,
 ) -> None:
     """Train and evaluate one run; write its record (JSON) and print its metrics. Options not given take the
@@ -88,7 +91,7 @@ def run(
                                   seed=seed, device=device, max_train_images=max_train_images,
                                   max_test_images=max_test_images, eval_protocol=eval_protocol, amp=amp,
                                   feature_cache_gb=feature_cache_gb, caltech_split_seed=caltech_split_seed,
-                                  caltech_test_fraction=caltech_test_fraction)
+                                  caltech_test_fraction=caltech_test_fraction, exact_eval=exact_eval or None)
         check_amp(amp, resolve_device(device))  # fp16 on a CPU: before any work
     except ValueError as exc:
         fail(str(exc))

@@ -100,9 +100,10 @@ def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | No
 
 
 def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-             batch_size: int = 16, keep_maps: bool = False, amp: str = "none") -> EvalResult:
-    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants."""
-    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp)
+             batch_size: int = 16, keep_maps: bool = False, amp: str = "none", fast: bool = True) -> EvalResult:
+    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants. ``fast``: score with the
+    inference copy (False: the model's own arithmetic, RunConfig.exact_eval)."""
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp, fast)
     masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
     labels = np.asarray(items["label"])
     scores = image_scores(torch.from_numpy(maps)).numpy()
@@ -121,9 +122,9 @@ def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: f
 
 def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,
                      device: torch.device, batch_size: int = 16, keep_maps: bool = False,
-                     amp: str = "none") -> EvalResult:
+                     amp: str = "none", fast: bool = True) -> EvalResult:
     """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max."""
-    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp)
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp, fast)
     labels = np.asarray(items["label"])
     s = novelty_scores(torch.from_numpy(maps))
     score_sum, score_max = s["sum"].numpy(), s["max"].numpy()

@@ -237,7 +237,7 @@ def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] =
                  amp: str | None = None, micro_batch: int | None = None) -> torch.Tensor:
     """Smoothed anomaly maps (N x S x S float32, on the images' device) of a batch, like
     ``rdbench.engine.evaluate.predict_maps``, plus channels_last input for a prepared model, an optional
-    autocast of the networks (the maps themselves are always computed in float32), and on the CPU the
+    autocast of the networks (the maps: float32 per layer, summed and smoothed in float64), and on the CPU the
     batch run in micro-batches (``micro_batch``; default ``cpu_micro_batch``; the whole batch on CUDA)."""
     if amp is not None and amp != "none" and getattr(model, "rdbench_prepacked", False):
         raise ValueError("amp needs a model prepared with prepack=False (prepacked convolutions run float32)")

@@ -53,7 +53,7 @@ class Protocol:
         from rdbench.engine.evaluate import evaluate
 
         return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size,
-                        keep_maps=keep_maps, amp=config.amp)
+                        keep_maps=keep_maps, amp=config.amp, fast=not config.exact_eval)
 
 
 PROTOCOLS: Registry[Protocol] = Registry(

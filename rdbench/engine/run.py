@@ -15,7 +15,7 @@ from rdbench.config import RunConfig
 from rdbench.engine.device import check_amp, resolve_device
 from rdbench.engine.gallery import make_gallery
 from rdbench.engine.protocol import get_protocol
-from rdbench.engine.train import TrainEvents, TrainingError, save_model, train
+from rdbench.engine.train import TrainEvents, TrainingError, TrainResult, save_model, train
 from rdbench.models.rd import build_rd_model
 from rdbench.records.fingerprint import DigestCache, data_fingerprint, results_cache
 from rdbench.records.provenance import code_block, environment
@@ -124,9 +124,13 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         cache_bytes = None if config.feature_cache_gb is None else int(config.feature_cache_gb * 2**30)
         identity = {"data": record.data_fingerprint, "code": record.code_fingerprint}
         resume = _checkpoint_identity(resume_ckpt, identity, resume)
-        fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
-                    checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway, feature_cache_bytes=cache_bytes,
-                    carry=carry, events=events)
+        if config.epochs == 0:  # the untrained model, evaluated as built (the authors'-evaluation parity check)
+            fit, record.untrained = TrainResult(feature_cache={"active": False, "reason": "no training"}), True
+            model.to(device)
+        else:
+            fit = train(model, train_set, config, device, checkpoint=resume_ckpt, resume=resume, progress=progress,
+                        checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway,
+                        feature_cache_bytes=cache_bytes, carry=carry, events=events)
         record.loss_curve = fit.loss_curve
         ev = protocol.evaluate(model, test_set, config, device, keep_maps=True)
         record.gallery = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])

@@ -12,17 +12,20 @@ GAUSSIAN_TRUNCATE = 4.0  # scipy's default: radius int(4*sigma + 0.5) = 16, i.e.
 def anomaly_maps(teacher: list[torch.Tensor], student: list[torch.Tensor], out_size: int | tuple[int, int],
                  layers: tuple[int, ...] = (1, 2, 3)) -> torch.Tensor:
     """Per layer 1 - channel cosine, bilinearly upsampled (align_corners=True) to ``out_size``, summed
-    over the selected layers (1-based, as in the paper's Table 7). Returns N x H x W float32."""
+    over the selected layers (1-based, as in the paper's Table 7). Returns N x H x W float64: the authors
+    compute each layer's map in float32 and add them into a float64 numpy array (``cal_anomaly_map``), then
+    smooth in float64; keeping that precision is what makes PRO's 200 thresholds cut the same pixels as
+    their evaluation (tests/test_official_evaluation.py: 1e-6; summing in float32 moved PRO by 2.5e-6)."""
     size = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
     total = None
     for layer in layers:
         t, s = teacher[layer - 1], student[layer - 1]
         m = (1 - F.cosine_similarity(t, s, dim=1)).unsqueeze(1)
-        m = F.interpolate(m, size=size, mode="bilinear", align_corners=True)[:, 0]
+        m = F.interpolate(m, size=size, mode="bilinear", align_corners=True)[:, 0].double()
         total = m if total is None else total + m
     if total is None:
         raise ValueError("layers must name at least one of 1, 2, 3")
-    return total.float()
+    return total
 
 
 def _gaussian_kernel(sigma: float, truncate: float, device, dtype) -> torch.Tensor:

@@ -61,6 +61,7 @@ class RunRecord:
     record_path: str | None = None  # where the store wrote it
     traceback: str | None = None
     failed_epoch: int | None = None
+    untrained: bool = False  # epochs 0: the metrics are those of the freshly initialised model
     unknown: dict[str, Any] = field(default_factory=dict)  # keys of a newer schema, kept as they were
 
     @classmethod
@@ -142,4 +143,4 @@ class RunRecord:
 _OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "model_path",
                       "record_path", "traceback", "failed_epoch"}
 _OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "per_image", "loss_curve", "timings", "counts", "gallery",
-                       "environment", "data", "code"}
+                       "environment", "data", "code", "untrained"}
