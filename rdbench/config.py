@@ -83,9 +83,16 @@ class RunConfig:
         if self.eval_protocol not in EVAL_PROTOCOLS:
             raise ValueError(unknown_choice("eval protocol", self.eval_protocol, EVAL_PROTOCOLS))
 
+    # Fields added after records were first written that are written only when set: a record of older code
+    # reads back into the same JSON (its config has no such key, and the default is what it ran with).
+    WRITTEN_ONLY_WHEN_SET = {"exact_eval": False}
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["layers"], d["betas"] = list(self.layers), list(self.betas)
+        for k, default in self.WRITTEN_ONLY_WHEN_SET.items():
+            if d[k] == default:
+                del d[k]
         return d
 
     @classmethod
