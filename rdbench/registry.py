@@ -13,6 +13,9 @@ T = TypeVar("T")
 # Entry-point group through which protocol modules register (pyproject.toml: rdbench's own paper protocols,
 # and any third-party package that adds a protocol or a table).
 PROTOCOL_PLUGINS = "rdbench.protocols"
+# What an empty registry of protocols or tables says: they are filled from above, by the plugins.
+PLUGINS_HINT = ("call rdbench.registry.load_plugins() first (the CLI does), or rdbench_protocols.register() for "
+                "the paper's own")
 
 
 def unknown_choice(kind: str, value: object, valid) -> str:

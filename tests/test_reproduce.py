@@ -162,7 +162,8 @@ def test_sweep_manifest_round_trip(tmp_path):
     opts = GridOptions(data_root="/d", seeds=2, epochs=3, limit_categories=("carpet",), backbone="resnet18")
     save_sweep(tmp_path, [get_table("1"), get_table("5")], opts)
     (tmp_path / "sweeps" / "table9_broken.json").write_text("{")
-    loaded = load_sweeps(tmp_path)
+    with pytest.warns(UserWarning, match="table9_broken.json"):  # skipped, and said
+        loaded = load_sweeps(tmp_path)
     assert loaded == [("1", opts), ("5", opts)]
 
 

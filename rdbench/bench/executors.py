@@ -27,6 +27,7 @@ import torch
 
 from rdbench.bench.driver import Sweep, SweepSettings
 from rdbench.bench.progress import InboxEvents, make_inbox, take_events
+from rdbench.bench.reuse import plan_reuse
 from rdbench.config import RunConfig
 from rdbench.engine.run import execute_run
 from rdbench.records.schema import RunRecord
@@ -50,8 +51,6 @@ GPU_DEVICES = ("auto", "cuda")  # configs that may be placed on any GPU; "cpu" a
 def pending(configs: Sequence[RunConfig], results_dir: Path | str, rerun: Sequence[str] = ()) -> list[RunConfig]:
     """The configs to run: those without a reusable ok record (same config hash and data fingerprint; see
     ``rdbench.bench.reuse``), duplicates dropped, order kept. Unreadable records are redone (and said)."""
-    from rdbench.bench.reuse import plan_reuse
-
     reuse = plan_reuse(configs, results_dir, rerun)
     for path in reuse.corrupt:
         print(f"warning: unreadable record {path}; the run will be redone", file=sys.stderr)

@@ -97,7 +97,7 @@ def save_sweep(results_dir: Path, tables: list[PaperTable], opts: GridOptions) -
 def load_sweeps(results_dir: Path) -> list[tuple[str, GridOptions]]:
     """(table key, grid options) of every sweep saved under ``results_dir``; unreadable ones skipped."""
     import json
-    import sys
+    import warnings
 
     out = []
     for path in sorted((Path(results_dir) / "sweeps").glob("table*.json")):
@@ -107,5 +107,5 @@ def load_sweeps(results_dir: Path) -> list[tuple[str, GridOptions]]:
             opts["limit_categories"] = tuple(opts.get("limit_categories") or ())
             out.append((str(d["table"]), GridOptions(**opts)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"warning: skipping unreadable sweep file {path}: {exc}", file=sys.stderr)
+            warnings.warn(f"skipping unreadable sweep file {path}: {exc}", stacklevel=2)
     return out

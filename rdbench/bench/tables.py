@@ -15,7 +15,7 @@ from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTEC_CATEGORIES as MVTEC_ALL  # noqa: F401 (the tables' name for the 15)
 from rdbench.data.mvtec import MVTEC_OBJECTS, MVTEC_TEXTURES  # noqa: F401
 from rdbench.records.schema import RunRecord
-from rdbench.registry import Registry
+from rdbench.registry import PLUGINS_HINT, Registry
 
 
 @cache
@@ -174,9 +174,7 @@ class PaperTable:
         return None if v is None else 100.0 * v
 
 
-TABLES: Registry[PaperTable] = Registry(
-    "table", empty_hint="call rdbench.registry.load_plugins() first (the CLI does), or "
-                        "rdbench_protocols.register() for the paper's own")
+TABLES: Registry[PaperTable] = Registry("table", empty_hint=PLUGINS_HINT)
 
 
 def register_table(cls: type[PaperTable]) -> type[PaperTable]:

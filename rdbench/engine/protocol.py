@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
-from rdbench.registry import Registry
+from rdbench.registry import PLUGINS_HINT, Registry
 
 
 class Protocol:
@@ -56,9 +56,7 @@ class Protocol:
                         keep_maps=keep_maps, amp=config.amp, fast=not config.exact_eval)
 
 
-PROTOCOLS: Registry[Protocol] = Registry(
-    "protocol", empty_hint="call rdbench.registry.load_plugins() first (the CLI does), or "
-                           "rdbench_protocols.register() for the paper's own")
+PROTOCOLS: Registry[Protocol] = Registry("protocol", empty_hint=PLUGINS_HINT)
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:

@@ -9,7 +9,6 @@ The tables are laid out in ``rdbench.report.paper_tables``, the runs and provena
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import warnings
@@ -95,12 +94,7 @@ def load(results_dir: Path) -> tuple[list[RunRecord], list[tuple[str, GridOption
     warn: list[str] = []
     with _collecting(warn):
         records = [r for r in map(_read, sorted((results_dir / "runs").glob("*.json"))) if r is not None]
-        # load_sweeps prints "warning: ..." lines on stderr (not logging): take them and log them here
-        with contextlib.redirect_stderr(io.StringIO()) as err:
-            sweeps = load_sweeps(results_dir)
-        for line in err.getvalue().splitlines():
-            if line.strip():
-                log.warning("%s", line.removeprefix("warning: "))
+        sweeps = load_sweeps(results_dir)  # its warnings.warn reach the page through _collecting
     return records, sweeps, warn
 
 
