@@ -76,7 +76,7 @@ class NoveltyProtocol(Protocol):
         from rdbench.engine.evaluate import evaluate_novelty
 
         return evaluate_novelty(model, test_set, config.layers, config.gaussian_sigma, device,
-                                config.eval_batch_size, keep_maps=keep_maps, amp=config.amp,
+                                config.scoring_batch_size, keep_maps=keep_maps, amp=config.amp,
                                 fast=not config.exact_eval)
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
 from rdbench.data import (
     CATEGORIES,
@@ -75,14 +76,57 @@ def test_mask_transform_binarises_at_half():
     assert set(small.unique().tolist()) <= {0.0, 1.0} and 0 < small.sum() < 16 * 16
 
 
-def test_mask_transform_accepts_rgb_and_rgba_masks():
-    arr = np.zeros((8, 8), np.uint8)
-    arr[2:5, 2:5] = 255
-    ref = mask_transform(8)(Image.fromarray(arr))
-    rgb = Image.fromarray(np.stack([arr] * 3, -1))
-    rgba = Image.fromarray(np.dstack([arr, arr, arr, np.full_like(arr, 255)]))
-    for m in (rgb, rgba, Image.fromarray(arr).convert("1")):
-        assert torch.equal(mask_transform(8)(m), ref)
+def _authors_mask(img: Image.Image, size: int) -> torch.Tensor:
+    """The authors' gt_transform on the mask as stored (Image.open, no convert), then their > 0.5."""
+    t = T.Compose([T.Resize((size, size)), T.CenterCrop(size), T.ToTensor()])(img)
+    return (t > 0.5).to(torch.float32)
+
+
+def _line(mode: str, width: int) -> Image.Image:
+    im = Image.new(mode, (256, 256), 0)
+    ImageDraw.Draw(im).line([(20, 30), (220, 200)], fill=1 if mode == "1" else 255, width=width)
+    return im
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_masks_in_modes_1_and_L_are_resized_as_the_authors_pipeline_does(width):
+    one = _line("1", width)
+    got = mask_transform(128)(one)
+    assert torch.equal(got, _authors_mask(one, 128))  # PIL resizes mode '1' nearest
+    lum = _line("L", width)
+    assert torch.equal(mask_transform(128)(lum), _authors_mask(lum, 128))  # bilinear, then > 0.5
+    if width == 1:  # a thin defect survives the nearest resize and vanishes in the bilinear one
+        assert got.sum() == 50 and mask_transform(128)(one.convert("L")).sum() == 0
+
+
+def test_palette_masks_are_resized_nearest_and_read_by_colour():
+    rng = np.random.default_rng(3)
+    idx = (rng.random((96, 96)) < 0.1).astype(np.uint8)
+    bw = Image.fromarray(idx * 255, mode="P")
+    bw.putpalette([0, 0, 0] + [0, 0, 0] * 254 + [255, 255, 255])  # black at 0, white at 255
+    assert torch.equal(mask_transform(40)(bw), _authors_mask(bw, 40))  # both readings agree here
+    red = Image.fromarray(idx, mode="P")
+    red.putpalette([0, 0, 0, 255, 0, 0])  # the usual palette mask: defect colour at index 1
+    got = mask_transform(40)(red)
+    assert torch.equal(got, mask_transform(40)(bw)) and got.sum() > 0
+    assert _authors_mask(red, 40).sum() == 0  # their ToTensor reads index 1 as 1/255: no defect at all
+
+
+def test_rgb_and_16_bit_masks_read_like_the_8_bit_mask():
+    arr = np.zeros((64, 64), np.uint8)
+    arr[10:37, 21:50] = 255
+    arr[40, 5:60] = 255  # a 1 px line
+    ref = mask_transform(24)(Image.fromarray(arr))
+    assert 0 < ref.sum() < 24 * 24
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = arr
+    rgba = np.dstack([arr, arr, arr, np.full_like(arr, 255)])
+    wide = [Image.fromarray(arr.astype(np.uint16) * 257), Image.fromarray((arr > 0).astype(np.uint16)),
+            Image.fromarray((arr > 0).astype(np.int32)), Image.fromarray(arr.astype(np.float32) / 255)]
+    assert [w.mode for w in wide] == ["I;16", "I;16", "I", "F"]
+    for m in [Image.fromarray(np.stack([arr] * 3, -1)), Image.fromarray(red), Image.fromarray(rgba), *wide]:
+        assert torch.equal(mask_transform(24)(m), ref), m.mode
+    assert mask_transform(8)(Image.fromarray(np.zeros((8, 8), np.uint16))).sum() == 0  # empty stays empty
 
 
 # ---------------------------------------------------------------- datasets

@@ -34,15 +34,8 @@ def _case_id(c: dict) -> str:
 FAST_PRO_BOUND = 1e-5
 
 
-# At 128 px (images resized from the generator's 256 px) exact evaluation still differs from the authors' in
-# pro_rd4ad by 4.3e-6 (the AUROCs agree to 1e-6): a resize of images or masks that is not yet theirs. Kept as a
-# strict xfail so the day it matches, the test says so.
-RESIZE_GAP = pytest.mark.xfail(strict=True, reason="128 px: pro_rd4ad 4.3e-6 from the authors' (resize path)")
-
-
 def _marks(c: dict) -> list:
-    return ([pytest.mark.slow] if c["backbone"] != "resnet18" else []) + ([RESIZE_GAP] if c["image_size"] != 256
-                                                                           else [])
+    return [pytest.mark.slow] if c["backbone"] != "resnet18" else []
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES], ids=_case_id)

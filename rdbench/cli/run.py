@@ -70,9 +70,9 @@ def run(
     eval_protocol: EvalProtocol = "final",
     amp: Amp = "none",
     feature_cache_gb: FeatureCacheGb = None,
-    exact_eval: Annotated[bool, Opt("--exact-eval", help="score with the model's own arithmetic, not the faster "
-                                                         "inference copy: equals the authors' evaluation to 1e-12 "
-                                                         "(the copy: PRO within ~5e-6)")] = False,
+    exact_eval: Annotated[bool, Opt("--exact-eval", help="score one image at a time with the model's own "
+                                                         "arithmetic, as the authors' evaluation() does (equal to "
+                                                         "1e-8); the faster default copy: PRO within ~5e-6")] = False,
     progress: Progress = True,
 ) -> None:
     """Train and evaluate one run; write its record (JSON) and print its metrics. Options not given take the

@@ -1,9 +1,21 @@
 """The RD4AD authors' preprocessing (``dataset.get_data_transforms`` in hq-deng/RD4AD), reproduced exactly.
 
 Images: RGB -> ``Resize((S, S))`` (PIL bilinear with antialias, the torchvision default) -> ``ToTensor`` ->
-ImageNet normalisation. Masks: ``Resize((S, S))`` on the 8-bit mask -> ``ToTensor`` -> binarised at 0.5,
-which the authors do at evaluation time (``gt[gt > 0.5] = 1; gt[gt <= 0.5] = 0``); we do it once here so
-every consumer sees {0, 1} masks.
+ImageNet normalisation. Masks: the authors open them as stored (``Image.open(gt)``, no ``convert``), so the
+mode decides how PIL resizes them, and binarise at 0.5 at evaluation time (``gt[gt > 0.5] = 1``); we do it
+once here so every consumer sees {0, 1} masks. Per mode (tests/test_mvtec_data.py checks each against the
+authors' ``gt_transform``):
+
+* ``'L'`` (MVTec AD's masks): bilinear resize, then > 0.5, exactly theirs.
+* ``'1'`` and ``'P'``: PIL resizes these modes nearest whatever filter is asked for, so a thin defect keeps
+  its pixels (a 1 px diagonal line drawn at 256 px keeps 50 pixels at 128 px; bilinear and > 0.5 keep 0).
+  rdbench resizes them nearest too. A ``'P'`` pixel is a defect when its palette colour is not black: the
+  authors' ``ToTensor`` reads palette *indices* / 255, so a mask whose defect colour sits at index 1 (the
+  usual palette mask) is empty for their code (their ``compute_pro`` then fails its {0, 1} assertion); for
+  black/white palettes at indices 0/255 both readings agree. A deliberate deviation, docs/parity.md.
+* RGB(A) and 16/32-bit masks, which the authors' pipeline cannot evaluate (three channels; integer tensors
+  ``ToTensor`` does not scale): grey = the largest channel (a pure red defect counts; alpha dropped), wide
+  modes scaled by the mask's own maximum (0/1, 0/255 and 0/65535 masks mean the same), then as ``'L'``.
 """
 
 from __future__ import annotations
@@ -38,15 +50,28 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+NEAREST_MASK_MODES = ("1", "P", "PA")  # modes PIL resizes nearest whatever filter is asked for
+
+
 def to_gray(img: Image.Image) -> Image.Image:
-    """Masks -> 8-bit single channel (MVTec masks are already 'L'; RGB/RGBA/1-bit masks appear elsewhere)."""
+    """A mask of a bilinear mode -> 8-bit single channel (see the module docstring for each mode)."""
     if img.mode == "L":
         return img
     if img.mode in _WIDE_MODES:
-        return _to_8bit_gray(img)
-    if img.mode in ("RGBA", "LA", "PA"):
-        img = img.convert("RGB")  # don't let a transparent background count as foreground
-    return img.convert("L")
+        arr = np.asarray(img, dtype=np.float64)
+        hi = max(float(arr.max()), 1e-12)  # the mask's own maximum: a 0/1 mask is as binary as a 0/65535 one
+        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "LA":
+        return img.getchannel("L")
+    return Image.fromarray(np.asarray(img.convert("RGB")).max(axis=2), mode="L")  # alpha dropped
+
+
+def binary_nearest_mask(img: Image.Image, size: int) -> torch.Tensor:
+    """A '1'/'P' mask -> 1 x size x size {0, 1}: a pixel is a defect when its colour is not black, resized
+    nearest as PIL resizes these modes (a pointwise map first, then nearest: the same as the other order)."""
+    defect = np.asarray(img.convert("RGB")).max(axis=2) > 0
+    small = Image.fromarray(defect.astype(np.uint8) * 255, mode="L").resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(small) > 0).to(torch.float32)[None]
 
 
 def binarize(mask: torch.Tensor, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
@@ -66,8 +91,9 @@ def image_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
 
 
 def mask_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL mask (any mode) -> float tensor 1 x size x size with values in {0, 1}."""
-    return T.Compose(
+    """PIL mask (any mode) -> float tensor 1 x size x size with values in {0, 1}, resized as the authors'
+    pipeline resizes that mode (module docstring)."""
+    bilinear = T.Compose(
         [
             T.Lambda(to_gray),
             T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR),
@@ -75,6 +101,11 @@ def mask_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
             T.Lambda(binarize),
         ]
     )
+
+    def transform(img: Image.Image) -> torch.Tensor:
+        return binary_nearest_mask(img, size) if img.mode in NEAREST_MASK_MODES else bilinear(img)
+
+    return transform
 
 
 def denormalize(image: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class Protocol:
         when ``keep_maps``, for the gallery)."""
         from rdbench.engine.evaluate import evaluate
 
-        return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.eval_batch_size,
+        return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.scoring_batch_size,
                         keep_maps=keep_maps, amp=config.amp, fast=not config.exact_eval)
 
 
