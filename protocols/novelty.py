@@ -72,7 +72,8 @@ class NoveltyProtocol(Protocol):
         test = NoveltyTest(self.name, root, cls, config.image_size, config.max_test_images, seed=0, **split)
         return train, test
 
-    def evaluate(self, model, test_set: Dataset, config: RunConfig, device, keep_maps: bool = False):
+    def evaluate(self, model, test_set: Dataset, config: RunConfig, device, keep_maps: bool = False,
+                 by_layers: bool = False):  # no layer-subset metrics: Table 7 is an MVTec AD table
         from rdbench.engine.evaluate import evaluate_novelty
 
         return evaluate_novelty(model, test_set, config.layers, config.gaussian_sigma, device,

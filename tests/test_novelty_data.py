@@ -573,7 +573,7 @@ def test_missing_root(tmp_path, name):
         with pytest.raises(DatasetError) as err:
             call()
         _assert_layout_message(err, "dataset root does not exist", missing, NOVELTY_DATASETS.get(name).folder,
-                               "never downloads")  # fmt: skip
+                               f"rdbench fetch {name}", "A run itself never downloads")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "caltech256"])

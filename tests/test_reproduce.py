@@ -21,7 +21,7 @@ def _run(*args):
     return runner.invoke(app, ["reproduce", *[str(a) for a in args]])
 
 
-@pytest.mark.parametrize("table,count", [("1", 30), ("2", 30), ("3", 15), ("5", 45), ("6", 45), ("7", 75)])
+@pytest.mark.parametrize("table,count", [("1", 30), ("2", 30), ("3", 15), ("5", 45), ("6", 45), ("7", 15)])
 def test_dry_run_lists_the_papers_grid(tmp_path, table, count):
     res = _run("--table", table, "--dry-run", "--results", tmp_path)
     assert res.exit_code == 0, res.output
@@ -35,10 +35,10 @@ def test_dry_run_all_dedupes_shared_runs(tmp_path):
     res = _run("--table", "all", "--dry-run", "--results", tmp_path, "--novelty-root", tmp_path / "none")
     assert res.exit_code == 0, res.output
     lines = [line for line in res.output.splitlines() if line.startswith(("todo", "skip"))]
-    # 30 (T1=T2, T3 inside) + 30 (T4 without Caltech) + 30 (T5 new) + 30 (T6 new) + 60 (T7 new)
-    assert len(lines) == 180
+    # 30 (T1=T2, T3 and T7 inside) + 30 (T4 without Caltech) + 30 (T5 new) + 30 (T6 new)
+    assert len(lines) == 120
     # no data at all: every run would be skipped, and the dry run says so and why
-    assert all(line.startswith("skip") for line in lines) and "0 to run, 180 skipped for missing data" in res.output
+    assert all(line.startswith("skip") for line in lines) and "0 to run, 120 skipped for missing data" in res.output
     assert "no MVTec AD root given: pass --data-root" in res.output and "Caltech-256 not found" in res.output
 
 
@@ -57,14 +57,15 @@ def test_all_without_novelty_data_dry_run_lists_what_it_would_skip(tiny_mvtec, t
     assert res.exit_code == 0, res.output
     lines = [line for line in res.output.splitlines() if line.startswith(("todo", "skip"))]
     assert [line.split()[:3] for line in lines if line.startswith("skip")] == [["skip", "mnist", "0"]]
-    assert sum(line.startswith("todo") for line in lines) == 10  # carpet's runs of Tables 1-3 and 5-7
-    assert "11 runs: 0 already recorded" in res.output and "10 to run, 1 skipped for missing data" in res.output
+    # carpet's runs of Tables 1-3 and 5-7: 2 sizes, 2 more bottlenecks, 2 more backbones (Table 7 reads Table 1's)
+    assert sum(line.startswith("todo") for line in lines) == 6
+    assert "7 runs: 0 already recorded" in res.output and "6 to run, 1 skipped for missing data" in res.output
     assert _skip_rows(res.output) == [["mnist", "1", "4", "0", f"dataset root does not exist: {none}"],
                                       ["caltech256", "?", "4", "classes listed from the data",
                                        f"dataset root does not exist: {none}"]]
     # at the start and again at the end, each with the dataset's own expected tree
     first, last = res.output.index("SKIPPED"), res.output.rindex("SKIPPED")
-    assert first < res.output.index("todo ") and last > res.output.index("10 to run")
+    assert first < res.output.index("todo ") and last > res.output.index("6 to run")
     for tree in ("MNIST/\n", "raw/\n", "256_ObjectCategories/\n", "257.clutter/"):
         assert res.output.count(tree) == 2, tree
 
@@ -75,16 +76,21 @@ def test_all_runs_what_its_data_allows_and_exits_1(tiny_mvtec, tmp_path):
             *SMALL, "--image-size", "64", "--max-train-images", "2"]
     res = _run(*args)
     assert res.exit_code == 1, res.output
-    # 11 of carpet (--image-size 64 makes Table 6's resnet18 another run than Table 1's) and MNIST's class 0
-    assert "12 runs: 0 already recorded, running 11 with the local executor, 1 skipped for missing data" in res.output
+    # 7 of carpet (--image-size 64 makes Table 6's resnet18 another run than Table 1's; Table 7 reads Table 1's)
+    # and MNIST's class 0
+    assert "8 runs: 0 already recorded, running 7 with the local executor, 1 skipped for missing data" in res.output
     records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "runs").glob("*.json")]
-    assert len(records) == 11 and {r["status"] for r in records} == {"ok"}
+    assert len(records) == 7 and {r["status"] for r in records} == {"ok"}
     assert {r["config"]["protocol"] for r in records} == {"mvtec"}
     assert res.output.count("SKIPPED for missing data: 1 run(s)") == 2
     assert res.output.rindex("SKIPPED") > res.output.index("Table 7")  # the end repeats it, after the tables
     assert "1 run(s) skipped for missing data (listed above)" in res.output
     again = _run(*args)
-    assert again.exit_code == 1 and "11 already recorded, running 0" in again.output
+    assert again.exit_code == 1 and "7 already recorded, running 0" in again.output
+    # Table 7's five columns all come from the one carpet run of Table 1, each from its own layer subset
+    pixel = res.output[res.output.index("Table 7"):].split("[pixel AUROC]")[1].split("[")[0]
+    carpet = next(line for line in pixel.splitlines() if line.startswith("carpet"))
+    assert len(set(re.findall(r"\d+\.\d\*", carpet))) == 5, carpet
 
 
 def test_chosen_table_with_caltech_missing_fails_before_training(tmp_path):

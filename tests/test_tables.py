@@ -46,9 +46,39 @@ def test_ablation_grids():
     assert len(t5) == 45 and {g.config.bottleneck for g in t5} == {"pre", "pre+oce", "pre+oce+mff"}
     t6 = _grid("6")
     assert len(t6) == 45 and {g.config.backbone for g in t6} == {"resnet18", "resnet50", "wide_resnet50_2"}
-    t7 = _grid("7")
+    t7 = _grid("7", GridOptions(data_root="/data/mvtec", table7_reading="loss-and-map"))
     assert len(t7) == 75 and {g.config.layers for g in t7} == {(1,), (2,), (3,), (2, 3), (1, 2, 3)}
-    assert {g.column for g in t7} == {"M1", "M2", "M3", "M2,3", "M1,2,3"}
+    assert {g.column for g in t7} == {"M1", "M2", "M3", "M2,3", "M1,2,3"} and {g.score_layers for g in t7} == {None}
+
+
+def test_table7_reads_the_score_map_of_table1_runs_by_default():
+    t7 = _grid("7")
+    rd = {g.config.hash(): g.config for g in _grid("1") if g.column == "RD"}
+    assert len(t7) == 75 and {g.config.hash() for g in t7} == set(rd)  # the 15 Table 1 runs, nothing else
+    assert {(g.column, g.score_layers) for g in t7} == {("M1", (1,)), ("M2", (2,)), ("M3", (3,)),
+                                                        ("M2,3", (2, 3)), ("M1,2,3", (1, 2, 3))}
+    table = get_table("7")
+    assert "score map" in table.caption(OPTS) and "trained on layers 1-3" in table.caption(OPTS)
+    assert "loss and the score map" in table.caption(GridOptions(table7_reading="loss-and-map"))
+    with pytest.raises(ValueError, match="valid Table 7 readings: score-map, loss-and-map"):
+        table.grid(GridOptions(table7_reading="both"))
+    # one record per category feeds all five columns, each from its own layer subset
+    records = []
+    for i, g in enumerate(g for g in t7 if g.column == "M1"):
+        rec = RunRecord.new(g.config)
+        rec.status, rec.metrics = "ok", {"image_auroc": 0.5, "pixel_auroc": 0.5, "pro_rd4ad": 0.5}
+        rec.metrics_by_layers = {k: {"image_auroc": v + i / 1000, "pixel_auroc": v, "pro_rd4ad": v}
+                                 for k, v in {"1": 0.9, "2": 0.8, "3": 0.7, "1,2": 0.1, "1,3": 0.2, "2,3": 0.6,
+                                              "1,2,3": 0.5}.items()}
+        records.append(rec)
+    cells = {(c.row, c.column, c.metric): c for c in table.cells(t7, records)}
+    assert cells[("carpet", "M2,3", "pixel_auroc")].values == [pytest.approx(60.0)]
+    assert cells[("mean", "M1", "image_auroc")].mean == pytest.approx(90.0 + 100 * 7 / 1000)  # mean of i/1000, i<15
+    assert cells[("mean", "M1,2,3", "pro_rd4ad")].mean == pytest.approx(50.0)
+    assert table.cells(t7, records, source="best")[0].mean is None  # subsets are scored at the last epoch only
+    old = RunRecord.new(t7[0].config)
+    old.status, old.metrics = "ok", {"image_auroc": 0.5}  # written before metrics_by_layers: empty, not wrong
+    assert all(c.mean is None for c in table.cells(t7, [old]) if c.row == t7[0].row)
 
 
 def test_table4_grid_and_novelty_settings():
@@ -151,3 +181,10 @@ def test_best_epoch_cells_are_separate_and_labelled():
     out: list[str] = []
     print_tables([table], opts, [rec], echo=out.append)
     assert len(out) == 4 and "OPTIMISTIC" in out[3] and "OPTIMISTIC" not in out[1]
+
+
+def test_cli_spells_the_table7_readings_as_the_tables_do():
+    from rdbench.bench.tables import TABLE7_READINGS
+    from rdbench.cli.sweep import TABLE7_READINGS as CLI_READINGS
+
+    assert CLI_READINGS == TABLE7_READINGS == tuple(get_table("7").CAPTIONS)

@@ -11,7 +11,7 @@ import torch
 from rdbench.config import RunConfig
 from rdbench.engine.protocol import get_protocol
 from rdbench.engine.run import run_one
-from rdbench.engine.train import train
+from rdbench.engine.train import load_checkpoint, train
 from rdbench.models.rd import build_rd_model
 
 
@@ -138,6 +138,28 @@ def test_layer_subset_changes_maps(tiny_mvtec, tmp_path):
     b = run_one(_config(tiny_mvtec, epochs=1, layers=(3,)), tmp_path, progress=False)
     assert a.config_hash != b.config_hash
     assert not np.allclose(a.per_image["score"], b.per_image["score"])
+
+
+def test_every_layer_subset_is_scored_from_one_forward_pass(tiny_mvtec, tmp_path):
+    """metrics_by_layers (Table 7's score maps): each subset's metrics equal an evaluation of the same trained
+    model whose map uses only those layers, and the full set is the run's own metrics."""
+    from rdbench.engine.evaluate import evaluate
+
+    config = _config(tiny_mvtec, epochs=1)
+    rec = run_one(config, tmp_path, progress=False)
+    assert set(rec.metrics_by_layers) == {"1", "2", "3", "1,2", "1,3", "2,3", "1,2,3"}
+    assert rec.metrics_by_layers["1,2,3"] == rec.metrics
+    assert rec.metric_of_layers((2, 3), "pixel_auroc") == rec.metrics_by_layers["2,3"]["pixel_auroc"]
+    torch.manual_seed(config.seed)  # the random teacher is rebuilt from the seed; the rest is the kept model
+    model = build_rd_model(config.backbone, config.weights, config.bottleneck)
+    load_checkpoint(rec.model_path, model, config)
+    _, test_set = get_protocol("mvtec").datasets(config)
+    for subset in [(1,), (3,), (1, 3), (2, 3)]:
+        alone = evaluate(model, test_set, subset, config.gaussian_sigma, torch.device("cpu"), fast=True)
+        got = rec.metrics_by_layers[",".join(map(str, subset))]
+        for name, value in alone.metrics.items():
+            assert got[name] == pytest.approx(value, abs=1e-9), (subset, name)
+    assert run_one(config.replace(layers=(3,)), tmp_path / "one", progress=False).metrics_by_layers == {}
 
 
 def test_rerun_with_resume_after_success_and_failure_keeps_ok_record(tiny_mvtec, tmp_path, monkeypatch):

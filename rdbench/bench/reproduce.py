@@ -66,11 +66,12 @@ def print_tables(tables: list[PaperTable], opts: GridOptions, records: list[RunR
     for table in tables:
         grid = table.grid(opts)
         echo("")
-        echo(format_table(table, table.cells(grid, records)))
-        if opts.eval_protocol == "paper" and table.key != "3":
+        echo(format_table(table, table.cells(grid, records), caption=table.caption(opts)))
+        # a best epoch exists for a run's own metrics only, not for cells read from its layer subsets
+        if opts.eval_protocol == "paper" and table.key != "3" and any(g.score_layers is None for g in grid):
             echo("")
             echo(format_table(table, table.cells(grid, records, source="best"),
-                              " -- OPTIMISTIC: best epoch chosen on the test set"))
+                              " -- OPTIMISTIC: best epoch chosen on the test set", caption=table.caption(opts)))
 
 
 def save_sweep(results_dir: Path, tables: list[PaperTable], opts: GridOptions) -> list[Path]:

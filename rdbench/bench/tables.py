@@ -43,6 +43,9 @@ class GridOptions:
     caltech_test_fraction: float = 0.2
     amp: str = "none"  # mixed precision of every run (RunConfig.amp); part of the runs' hashes
     feature_cache_gb: float | None = None  # RunConfig.feature_cache_gb; does not change results
+    # Table 7: "score-map" reads the paper's M^k as which layers enter the anomaly map, from the Table 1 runs'
+    # metrics_by_layers (no training of its own); "loss-and-map" trains a model per subset (loss and map)
+    table7_reading: str = "score-map"
 
     def seed_list(self) -> list[int]:
         return [111 + i for i in range(self.seeds)]
@@ -56,12 +59,18 @@ class GridOptions:
                     backbone=self.backbone, amp=self.amp, feature_cache_gb=self.feature_cache_gb)
 
 
+TABLE7_READINGS = ("score-map", "loss-and-map")
+
+
 @dataclass(frozen=True)
 class GridRun:
     """One run of a table's grid and the cell it feeds."""
     config: RunConfig
     row: str
     column: str
+    # the cell reads the metrics of the map built from these layers of the run (metrics_by_layers), not the
+    # run's own map: several cells can share one run
+    score_layers: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -115,6 +124,10 @@ class PaperTable:
         """Every category/class this table can cover (what --limit-categories chooses from)."""
         return ()
 
+    def caption(self, opts: GridOptions) -> str:
+        """The table's title for these options (a table whose reading depends on them says which)."""
+        return self.title
+
     def notes(self, opts: GridOptions) -> list[str]:
         """Remarks about the grid for these options (e.g. a part that depends on data not present)."""
         return []
@@ -143,7 +156,11 @@ class PaperTable:
             if rec is None:
                 continue
             for metric, _ in self.metrics:
-                value = self.value(rec, metric) if source == "final" else self.best_value(rec, metric)
+                if g.score_layers is not None:  # final epoch only: subsets are scored once, at the end
+                    v = rec.metric_of_layers(g.score_layers, metric) if source == "final" else None
+                    value = None if v is None else 100.0 * v
+                else:
+                    value = self.value(rec, metric) if source == "final" else self.best_value(rec, metric)
                 if value is not None and not math.isnan(value):
                     cell = out[(g.row, g.column, metric)]
                     cell.values.append(value)
@@ -216,10 +233,11 @@ def _fmt(v: float | None, width: int, digits: int = 1, sign: bool = False) -> st
     return f"{v:>+{width}.{digits}f}" if sign else f"{v:>{width}.{digits}f}"
 
 
-def format_table(table: PaperTable, cells: list[Cell], title_suffix: str = "") -> str:
+def format_table(table: PaperTable, cells: list[Cell], title_suffix: str = "", caption: str | None = None) -> str:
     """Plain-text paper-vs-reproduced table: per column, ours (mean over seeds), paper and difference.
-    '-' marks a cell without runs (never shown as 0); '*' a cell fed by a random teacher."""
-    lines = [table.title + title_suffix]
+    '-' marks a cell without runs (never shown as 0); '*' a cell fed by a random teacher. ``caption``: the
+    table's title for its grid options (``PaperTable.caption``)."""
+    lines = [(caption or table.title) + title_suffix]
     if table.note:
         lines.append(f"  ({table.note})")
     columns = list(dict.fromkeys(c.column for c in cells))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rdbench.cli import perf, results, run, sweep
+from rdbench.cli import fetch, perf, results, run, sweep
 
 app = typer.Typer(no_args_is_help=True, add_completion=True,
                   help="Benchmark and reproducibility harness for RD4AD (Reverse Distillation, CVPR 2022).")
@@ -39,6 +39,7 @@ app.command("make-synthetic")(run.make_synthetic)
 app.command("list")(run.list_names)
 app.command()(run.demo)
 app.command()(sweep.reproduce)
+app.command("fetch")(fetch.fetch)
 app.command()(results.report)
 app.command()(results.runs)
 app.command("profile")(perf.profile)

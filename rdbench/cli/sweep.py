@@ -28,6 +28,12 @@ Opt = typer.Option
 KEEP_MODELS = ("all", "none")
 KeepModels = Annotated[str, choice("--keep-models value", lambda: KEEP_MODELS, "all: keep each trained model in "
                                    "<results>/checkpoints (Ray: in --checkpoint-dir) | none: records only")]
+# rdbench.bench.tables.TABLE7_READINGS, spelled here so that --help needs no import of the sweep machinery
+TABLE7_READINGS = ("score-map", "loss-and-map")
+Table7Reading = Annotated[str, choice("Table 7 reading", lambda: TABLE7_READINGS,
+                                      "score-map: each column scores Table 1's models with the maps of its layers "
+                                      "(no extra training) | loss-and-map: one model per column, trained and "
+                                      "scored on its layers")]
 
 
 def reproduce(
@@ -57,6 +63,7 @@ def reproduce(
     backbone: BackboneOverride = None,
     caltech_split_seed: Annotated[int, Opt(help="Table 4, Caltech-256: seed of the train/test split")] = 0,
     caltech_test_fraction: Annotated[float, Opt(help="Table 4, Caltech-256: share of the normal images tested")] = 0.2,
+    table7_reading: Table7Reading = "score-map",
     dry_run: Annotated[bool, Opt(help="list the runs and their estimated cost; train nothing (with --table all, "
                                       "also check the data to list what would be skipped)")] = False,
     rerun: Annotated[list[str], Opt(help="run again what records would answer: stale (ok records of other code, "
@@ -123,7 +130,7 @@ def reproduce(
                        max_train_images=max_train_images, max_test_images=max_test_images,
                        batch_size=batch_size, image_size=image_size, backbone=backbone,
                        caltech_split_seed=caltech_split_seed, caltech_test_fraction=caltech_test_fraction,
-                       amp=amp, feature_cache_gb=feature_cache_gb)
+                       amp=amp, feature_cache_gb=feature_cache_gb, table7_reading=table7_reading)
     if opts.limit_categories:
         valid = {c for t in tables for c in t.categories(opts)}
         unknown = [c for c in opts.limit_categories if c not in valid]

@@ -10,6 +10,7 @@ tests/test_inference.py). ``predict_maps`` is the plain computation, kept as the
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from rdbench import metrics
 from rdbench.engine.device import check_amp, synchronize
 from rdbench.engine.inference import fast_predict, prepare_for_inference
-from rdbench.engine.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores
+from rdbench.engine.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores, sum_layers
 from rdbench.models.rd import RDModel, select_layers
 
 
@@ -33,8 +34,10 @@ class EvalResult:
     images_per_second: float
     metric_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is None
     peak_memory_mb: float | None = None  # CUDA max_memory_allocated during evaluation; None on CPU
-    maps: np.ndarray | None = field(default=None, repr=False)  # N x H x W smoothed maps, float32
+    maps: np.ndarray | None = field(default=None, repr=False)  # N x H x W smoothed maps, float64
     masks: np.ndarray | None = field(default=None, repr=False)
+    # "1", "2,3", ...: the metrics of the map built from that subset of the run's layers (Table 7's M^k)
+    metrics_by_layers: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[int]:
@@ -52,12 +55,14 @@ def predict_maps(model: RDModel, images: torch.Tensor, layers: tuple[int, ...], 
 
 
 def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-                 batch_size: int = 16, amp: str = "none", fast: bool = True
+                 batch_size: int = 16, amp: str = "none", fast: bool = True, keep_layers: bool = False
                  ) -> tuple[np.ndarray, dict[str, list], float, float | None]:
     """Maps of every test item, the items' other fields (label, mask, path, ...) as lists, the seconds
     taken and the peak CUDA memory in MB (None on CPU). ``fast``: score with an inference-only copy of
     the model (``prepare_for_inference``; the model itself is left as it is, e.g. mid-training);
-    ``amp``: "bf16"/"fp16" autocast of the networks (the maps are still computed in float32)."""
+    ``amp``: "bf16"/"fp16" autocast of the networks (the maps are still computed in float32);
+    ``keep_layers``: the items' fields also hold ``layer_maps``, every item's per-layer raw maps (N x L x S x S
+    float32 torch), for the layer-subset metrics."""
     amp = check_amp(amp, device)
     model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
@@ -71,8 +76,13 @@ def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigm
     if fast and not getattr(model, "rdbench_inference_only", False):
         # prepacked convolutions run float32 only, so an amp run keeps the other rewrites without them
         net = prepare_for_inference(model, device, prepack=False if amp != "none" else None)
+    per_layer: list[torch.Tensor] = []
     for batch in loader:
-        maps.append(fast_predict(net, batch.image.to(device), layers, sigma, amp).cpu())
+        out = fast_predict(net, batch.image.to(device), layers, sigma, amp, keep_layers=keep_layers)
+        if keep_layers:
+            out, raw = out
+            per_layer.append(raw.cpu())
+        maps.append(out.cpu())
         for name in batch._fields:
             if name == "image":
                 continue
@@ -80,6 +90,8 @@ def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigm
             fields.setdefault(name, []).extend(value if name == "mask" else [v.item() if torch.is_tensor(v)
                                                                                else v for v in value])
     del net
+    if keep_layers:
+        fields["layer_maps"] = torch.cat(per_layer)
     synchronize(device)
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -99,25 +111,64 @@ def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | No
     return result, errors
 
 
-def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
-             batch_size: int = 16, keep_maps: bool = False, amp: str = "none", fast: bool = True) -> EvalResult:
-    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants. ``fast``: score with the
-    inference copy (False: the model's own arithmetic, RunConfig.exact_eval)."""
-    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp, fast)
-    masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
-    labels = np.asarray(items["label"])
+def _mvtec_metrics(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray
+                   ) -> tuple[dict[str, float | None], dict[str, str]]:
     scores = image_scores(torch.from_numpy(maps)).numpy()
-    result, errors = _compute({
+    return _compute({
         "image_auroc": lambda: metrics.image_auroc(labels, scores),
         "pixel_auroc": lambda: metrics.pixel_auroc(masks, maps),
         # MVTec's definition applied at the evaluation resolution, like every other metric here
         "pro_mvtec": lambda: metrics.pro_auc(masks, maps, variant="mvtec"),
         "pro_rd4ad": lambda: metrics.pro_auc(masks, maps, variant="rd4ad"),
     })
+
+
+def layer_subsets(layers: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every non-empty subset of a run's layers, smallest first, in the run's order: (1,), (2,), (3,), (1, 2),
+    (1, 3), (2, 3), (1, 2, 3) for the paper's model."""
+    return [c for k in range(1, len(layers) + 1) for c in itertools.combinations(layers, k)]
+
+
+def layers_key(subset: tuple[int, ...]) -> str:
+    return ",".join(map(str, subset))
+
+
+def metrics_by_layers(per_layer: torch.Tensor, layers: tuple[int, ...], sigma: float, labels: np.ndarray,
+                      masks: np.ndarray, full: dict[str, float | None]) -> dict[str, dict[str, float | None]]:
+    """The metrics of the map built from each non-empty subset of the run's layers (Table 7 read as the paper
+    labels it, "Score Map M^k"): from the per-layer maps of one forward pass (N x L x H x W), summed in
+    float64 and smoothed exactly as the run's own map, so the subset of all layers is the run's map itself and
+    keeps its metrics (``full``)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for subset in layer_subsets(layers):
+        if subset == tuple(layers):
+            out[layers_key(subset)] = dict(full)
+            continue
+        which = tuple(layers.index(x) for x in subset)
+        maps = torch.cat([gaussian_blur(sum_layers(chunk, which), sigma) for chunk in per_layer.split(32)]).numpy()
+        out[layers_key(subset)] = _mvtec_metrics(labels, masks, maps)[0]
+    return out
+
+
+def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
+             batch_size: int = 16, keep_maps: bool = False, amp: str = "none", fast: bool = True,
+             by_layers: bool = False) -> EvalResult:
+    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants. ``fast``: score with the
+    inference copy (False: the model's own arithmetic, RunConfig.exact_eval). ``by_layers``: also the metrics of
+    every layer subset's map (``metrics_by_layers``; a run of more than one layer only)."""
+    by_layers = by_layers and len(layers) > 1
+    maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp, fast,
+                                              keep_layers=by_layers)
+    masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
+    labels = np.asarray(items["label"])
+    scores = image_scores(torch.from_numpy(maps)).numpy()
+    result, errors = _mvtec_metrics(labels, masks, maps)
+    subsets = (metrics_by_layers(items.pop("layer_maps"), tuple(layers), sigma, labels, masks, result)
+               if by_layers else {})
     per_image = {"path": items["path"], "defect": items["defect"], "label": items["label"],
                  "score": [float(s) for s in scores]}
     return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"),
-                      errors, peak, maps if keep_maps else None, masks if keep_maps else None)
+                      errors, peak, maps if keep_maps else None, masks if keep_maps else None, subsets)
 
 
 def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,

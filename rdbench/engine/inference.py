@@ -19,7 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from rdbench.engine.device import autocast
-from rdbench.engine.scoring import anomaly_maps, gaussian_blur
+from rdbench.engine.scoring import gaussian_blur, layer_maps, sum_layers
 from rdbench.models.backbones import BACKBONES, Teacher
 from rdbench.models.decoder import DeBasicBlock, DeBottleneck
 from rdbench.models.ocbe import OCBE
@@ -234,19 +234,25 @@ def cpu_micro_batch(model: RDModel, image_size: tuple[int, int]) -> int:
 
 @torch.inference_mode()
 def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] = (1, 2, 3), sigma: float = 4.0,
-                 amp: str | None = None, micro_batch: int | None = None) -> torch.Tensor:
+                 amp: str | None = None, micro_batch: int | None = None, keep_layers: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Smoothed anomaly maps (N x S x S float32, on the images' device) of a batch, like
     ``rdbench.engine.evaluate.predict_maps``, plus channels_last input for a prepared model, an optional
     autocast of the networks (the maps: float32 per layer, summed and smoothed in float64), and on the CPU the
-    batch run in micro-batches (``micro_batch``; default ``cpu_micro_batch``; the whole batch on CUDA)."""
+    batch run in micro-batches (``micro_batch``; default ``cpu_micro_batch``; the whole batch on CUDA).
+    ``keep_layers``: also return each layer's raw map (N x L x S x S float32, ``scoring.layer_maps``), from
+    which the maps of any subset of the layers follow without another forward pass (Table 7)."""
     if amp is not None and amp != "none" and getattr(model, "rdbench_prepacked", False):
         raise ValueError("amp needs a model prepared with prepack=False (prepacked convolutions run float32)")
     if micro_batch is None:
         micro_batch = (cpu_micro_batch(model, tuple(images.shape[-2:])) if images.device.type == "cpu"
                        else images.shape[0])
     if images.shape[0] > micro_batch:
-        return torch.cat([fast_predict(model, images[i:i + micro_batch], layers, sigma, amp, micro_batch)
-                          for i in range(0, images.shape[0], micro_batch)])
+        parts = [fast_predict(model, images[i:i + micro_batch], layers, sigma, amp, micro_batch, keep_layers)
+                 for i in range(0, images.shape[0], micro_batch)]
+        if keep_layers:
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return torch.cat(parts)
     if getattr(model, "rdbench_channels_last", False):
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(images.device, amp):
@@ -255,6 +261,7 @@ def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] =
     t, s = select_layers(t, layers), select_layers(s, layers)
     if amp is not None and amp != "none":
         t, s = [x.float() for x in t], [x.float() for x in s]
-    raw = anomaly_maps(t, s, images.shape[-2:], layers=tuple(range(1, len(layers) + 1)))
-    return gaussian_blur(raw, sigma)
+    per_layer = layer_maps(t, s, images.shape[-2:])
+    smoothed = gaussian_blur(sum_layers(per_layer), sigma)
+    return (smoothed, per_layer) if keep_layers else smoothed
 

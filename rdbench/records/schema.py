@@ -50,6 +50,8 @@ class RunRecord:
     # metric name -> value; None where a metric could not be computed (its reason in metric_errors)
     metrics: dict[str, float | None] = field(default_factory=dict)
     metric_errors: dict[str, str] = field(default_factory=dict)
+    # "1", "1,2", ...: the metrics of the map from that subset of the run's layers, same model (Table 7)
+    metrics_by_layers: dict[str, dict[str, float | None]] = field(default_factory=dict)
     per_image: dict[str, list] = field(default_factory=dict)  # columns: path, defect, label, score, ...
     loss_curve: list[float] = field(default_factory=list)  # mean training loss per epoch
     timings: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +88,10 @@ class RunRecord:
 
     def metric(self, name: str) -> float | None:
         return self.metrics.get(name)
+
+    def metric_of_layers(self, layers: tuple[int, ...], name: str) -> float | None:
+        """A metric of the map built from ``layers`` alone (``metrics_by_layers``), or None."""
+        return self.metrics_by_layers.get(",".join(map(str, layers)), {}).get(name)
 
     def best(self, name: str) -> float | None:
         """The optimistic best-epoch value of a metric (eval protocol "paper"), or None."""
@@ -142,5 +148,5 @@ class RunRecord:
 
 _OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "model_path",
                       "record_path", "traceback", "failed_epoch"}
-_OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "per_image", "loss_curve", "timings", "counts", "gallery",
-                       "environment", "data", "code", "untrained"}
+_OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "metrics_by_layers", "per_image", "loss_curve", "timings", "counts",
+                       "gallery", "environment", "data", "code", "untrained"}

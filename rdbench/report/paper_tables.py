@@ -48,10 +48,12 @@ class TableView:
     expected: int
     failed: int
     extra: dict = field(default_factory=dict)
+    caption: str = ""  # the table's title for its options (PaperTable.caption)
 
     @property
     def title(self) -> str:
-        return self.table.title + (" \u2014 OPTIMISTIC: best epoch chosen on the test set" if self.optimistic else "")
+        return (self.caption or self.table.title) + (" \u2014 OPTIMISTIC: best epoch chosen on the test set"
+                                                     if self.optimistic else "")
 
 
 def _num(v: float | None, metric: str) -> str:
@@ -111,7 +113,7 @@ def describe_options(o: GridOptions) -> str:
         if getattr(o, name) is not None:
             parts.append(f"{name.replace('_', ' ')} {getattr(o, name)}")
     default = GridOptions()
-    for name in ("caltech_split_seed", "caltech_test_fraction", "amp"):  # when not the default
+    for name in ("caltech_split_seed", "caltech_test_fraction", "amp", "table7_reading"):  # when not the default
         if getattr(o, name, None) is not None and getattr(o, name) != getattr(default, name, None):
             parts.append(f"{name.replace('_', ' ')} {getattr(o, name)}")
     return "; ".join(parts)
@@ -142,7 +144,7 @@ def _view(slug: str, table: PaperTable, opts: GridOptions, records: list[RunReco
                         "RD4AD issue #18). Not a fair estimate; the table above is the last epoch.")
     extra = _table3_extra(list(ok.values())) if table.key == "3" else {}
     return TableView(slug, table, describe_options(opts), source == "best", cells, blocks(table, cells), notes,
-                     len(ok), len(hashes), len(failed), extra)
+                     len(ok), len(hashes), len(failed), extra, table.caption(opts))
 
 
 def table_views(records: list[RunRecord], sweeps: list[tuple[str, GridOptions]], warn: list[str]) -> \
@@ -188,7 +190,9 @@ def table_views(records: list[RunRecord], sweeps: list[tuple[str, GridOptions]],
             seen[table.key] += 1
             slug = f"table{table.key}" + (f"_{seen[table.key]}" if seen[table.key] > 1 else "")
             views.append(_view(slug, table, opts, records, "final"))
-            if opts.eval_protocol == "paper" and table.key != "3":
+            # a best epoch exists for a run's own metrics only, not for cells read from its layer subsets
+            if opts.eval_protocol == "paper" and table.key != "3" and any(g.score_layers is None
+                                                                         for g in table.grid(opts)):
                 views.append(_view(slug + "_best", table, opts, records, "best"))
         except (ValueError, KeyError, TypeError) as exc:  # unknown categories in a sweep, a malformed record
             warn.append(f"table {table.key} ({describe_options(opts)}) skipped: {type(exc).__name__}: {exc}")

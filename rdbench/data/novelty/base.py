@@ -57,7 +57,7 @@ class NoveltySource(ABC):
     mean: ClassVar[tuple[float, float, float] | None] = IMAGENET_MEAN  # None: no normalisation, values in [0, 1]
     std: ClassVar[tuple[float, float, float] | None] = IMAGENET_STD
     channels: ClassVar[int] = 3  # channels on disk; always 3 after the transform
-    download_hint: ClassVar[str]  # how to get the files: rdbench never downloads
+    download_hint: ClassVar[str]  # how to get the files: `rdbench fetch`, or by hand; a run never downloads
 
     # ------------------------------------------------------------------------------------- layout
 

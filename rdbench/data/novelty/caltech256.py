@@ -66,8 +66,9 @@ class Caltech256Source(NoveltySource):
     name = "caltech256"
     title = "Caltech-256"
     folder = CALTECH_FOLDER
-    download_hint = ("Download 256_ObjectCategories.tar (Caltech-256, Griffin, Holub & Perona, on CaltechDATA) on "
-                     "a machine with internet access and extract it in the root; rdbench never downloads.")  # fmt: skip
+    download_hint = ("`rdbench fetch caltech256` downloads, checks and extracts it (into data/novelty: pass that as "
+                     "--novelty-root); offline, extract 256_ObjectCategories.tar (Caltech-256, Griffin, Holub & "
+                     "Perona, on CaltechDATA) in the root. A run itself never downloads.")  # fmt: skip
 
     def expected_tree(self, root: str | Path = "<root>") -> str:
         return "\n".join([

@@ -21,8 +21,9 @@ class CIFAR10Source(SplitSource):
     folder = CIFAR_FOLDER
     class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     torchvision_class = tvd.CIFAR10
-    download_hint = ("Download cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) on a machine "
-                     "with internet access and extract it in the root; rdbench never downloads.")  # fmt: skip
+    download_hint = ("`rdbench fetch cifar10` downloads, checks and extracts it (into data/novelty: pass that as "
+                     "--novelty-root); offline, extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/"
+                     "cifar.html) in the root. A run itself never downloads.")  # fmt: skip
 
     def expected_tree(self, root: str | Path = "<root>") -> str:
         return "\n".join([

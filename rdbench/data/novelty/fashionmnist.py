@@ -22,9 +22,9 @@ class FashionMNISTSource(MNISTSource):
     class_names = tuple(tvd.FashionMNIST.classes)
     torchvision_class = tvd.FashionMNIST
     download_hint = ("Install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist) and "
-                     "pass no root, or download with torchvision.datasets.FashionMNIST(root, download=True) on a "
-                     "machine with internet access and copy its FashionMNIST/raw/ folder here; rdbench never "
-                     "downloads.")  # fmt: skip
+                     "pass no root, or `rdbench fetch fashionmnist` (into data/novelty: pass that as --novelty-root), "
+                     "or copy the FashionMNIST/raw/ folder of torchvision.datasets.FashionMNIST(root, download=True) "
+                     "here. A run itself never downloads.")  # fmt: skip
 
     def expected_tree(self, root: str | Path = "<root>") -> str:
         return (super().expected_tree(root) + f"\n  Without a root: {DEBIAN_FASHION_MNIST}/<name>.gz for the four "

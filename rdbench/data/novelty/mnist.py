@@ -64,8 +64,9 @@ class MNISTSource(SplitSource):
     torchvision_class = tvd.MNIST
     mean = std = None  # the authors do not normalise the grey sets
     channels = 1
-    download_hint = ("Download MNIST on a machine with internet access (torchvision.datasets.MNIST(root, "
-                     "download=True)) and copy its MNIST/raw/ folder here; rdbench never downloads.")  # fmt: skip
+    download_hint = ("`rdbench fetch mnist` downloads and checks it (into data/novelty: pass that as --novelty-root); "
+                     "offline, copy the MNIST/raw/ folder of torchvision.datasets.MNIST(root, download=True) here. "
+                     "A run itself never downloads.")  # fmt: skip
 
     def expected_tree(self, root: str | Path = "<root>") -> str:
         files = [f"          {'├' if i < 3 else '└'}── {f}" for i, f in enumerate(IDX_FILES)]
