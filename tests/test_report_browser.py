@@ -98,7 +98,8 @@ def test_report_in_headless_chromium(tmp_path, driver):
     (ARTIFACTS / "report.png").write_bytes(shot)
 
     assert dom["tables"] == html.count("<table") >= 20  # 1 + 3 + 5 + 1 + 3 + 3 metric tables, runs, provenance
-    assert [t.split(":")[0] for t in dom["paperTables"]] == ["Table 1", "Table 2", "Table 3", "Table 5", "Table 5"]
+    assert [t.split(":")[0] for t in dom["paperTables"]] == ["Table 1", "Table 2", "Table 3", "Table 5", "Table 5",
+                                                                "Table 5"]
     assert dom["images"] == html.count("<img") >= 8 and dom["broken"] == []
     assert dom["sections"] == ["warnings", "tables", "speed", "fig5", "galleries", "curves", "runs", "provenance"]
     assert dom["missing"] > 0

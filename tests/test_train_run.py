@@ -221,7 +221,29 @@ def test_paper_eval_protocol_records_curve_and_optimistic_best(tiny_mvtec, tmp_p
     best = paper.best_epoch_metrics
     assert best["optimistic"] is True
     assert best["pixel_auroc"]["value"] == max(p["pixel_auroc"] for p in paper.metric_curve)
-    assert not final.metric_curve
+    assert not final.metric_curve and final.best_checkpoint is None
+    one = paper.best_checkpoint  # one model: every metric at the epoch with the best mean of both AUROCs
+    point = max(paper.metric_curve, key=lambda p: ((p["image_auroc"] + p["pixel_auroc"]) / 2, -p["epoch"]))
+    assert one["optimistic"] is True and one["epoch"] == point["epoch"]
+    assert one["metrics"] == {k: v for k, v in point.items() if k != "epoch"}
+
+
+def test_best_checkpoint_is_one_epoch_not_each_metrics_best():
+    from rdbench.engine.run import best_checkpoint, best_epoch
+
+    curve = [{"epoch": 10, "image_auroc": 0.99, "pixel_auroc": 0.80, "pro_rd4ad": 0.5},
+             {"epoch": 20, "image_auroc": 0.95, "pixel_auroc": 0.90, "pro_rd4ad": 0.7},
+             {"epoch": 30, "image_auroc": 0.90, "pixel_auroc": 0.95, "pro_rd4ad": 0.6},
+             {"epoch": 40, "image_auroc": 0.95, "pixel_auroc": 0.90, "pro_rd4ad": 0.9}]  # ties epoch 20
+    per_metric = best_epoch(curve)
+    assert (per_metric["image_auroc"]["epoch"], per_metric["pixel_auroc"]["epoch"]) == (10, 30)
+    one = best_checkpoint(curve)
+    assert one["epoch"] == 20 and one["metrics"] == {"image_auroc": 0.95, "pixel_auroc": 0.90, "pro_rd4ad": 0.7}
+    assert one["criterion"] == "mean of image_auroc and pixel_auroc"
+    novelty = best_checkpoint([{"epoch": 10, "auroc": 0.7, "auroc_max": 0.9}, {"epoch": 20, "auroc": 0.8,
+                                                                              "auroc_max": 0.6}])
+    assert novelty["epoch"] == 20 and novelty["criterion"] == "mean of auroc"
+    assert best_checkpoint([{"epoch": 10, "image_auroc": None, "pixel_auroc": 0.5}]) is None
 
 
 def test_record_keeps_a_small_gallery(tiny_mvtec, tmp_path):

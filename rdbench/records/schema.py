@@ -59,6 +59,8 @@ class RunRecord:
     gallery: list[dict] = field(default_factory=list)  # a few inputs, masks and maps as PNG data URIs
     metric_curve: list[dict] | None = None  # eval protocol "paper": metrics every eval_every epochs
     best_epoch_metrics: dict[str, Any] | None = None  # OPTIMISTIC: best epoch chosen on the test set
+    # OPTIMISTIC too, one model: the epoch with the best mean of image and pixel AUROC, all metrics at it
+    best_checkpoint: dict[str, Any] | None = None
     model_path: str | None = None
     record_path: str | None = None  # where the store wrote it
     traceback: str | None = None
@@ -97,6 +99,10 @@ class RunRecord:
         """The optimistic best-epoch value of a metric (eval protocol "paper"), or None."""
         best = (self.best_epoch_metrics or {}).get(name)
         return best["value"] if isinstance(best, dict) else None
+
+    def at_best_checkpoint(self, name: str) -> float | None:
+        """A metric at the one optimistic checkpoint (``best_checkpoint``, eval protocol "paper"), or None."""
+        return ((self.best_checkpoint or {}).get("metrics") or {}).get(name)
 
     def fail(self, error: str, traceback: str | None = None) -> None:
         self.status, self.error, self.finished = "failed", error, now_utc()
@@ -146,7 +152,7 @@ class RunRecord:
         return cls(config=config, unknown=unknown, **known)
 
 
-_OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "model_path",
-                      "record_path", "traceback", "failed_epoch"}
+_OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "best_checkpoint",
+                      "model_path", "record_path", "traceback", "failed_epoch"}
 _OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "metrics_by_layers", "per_image", "loss_curve", "timings", "counts",
                        "gallery", "environment", "data", "code", "untrained"}

@@ -117,8 +117,9 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, sweeps, warn = load(results_dir)
-    speed = profile_views(load_profiles(results_dir, warn))
-    views, table_notes = table_views(records, sweeps, warn) if (records or sweeps) else ([], [])
+    profiles = load_profiles(results_dir, warn)
+    speed = profile_views(profiles)
+    views, table_notes = table_views(records, sweeps, warn, profiles) if (records or sweeps) else ([], [])
     hist = _figure("score histograms", figures.score_histograms, records, warn)
     loss = _figure("loss curves", figures.loss_curves, records, warn)
     curves = _figure("metric curves", figures.metric_curves, records, warn)
