@@ -1,7 +1,10 @@
 """Table 4: one-class novelty detection AUROC, one model per normal class, mean over classes.
 
 MNIST, FashionMNIST and CIFAR-10: all 10 classes. Caltech-256: every category with at least 150
-images (the GPND/OiG convention), listed from the data, so the grid needs the data to expand.
+images, listed from the data, so the grid needs the data to expand. That filter is rdbench's own reading:
+the one-class literature the paper compares with (GPND, OiG, G2D) takes a category's first 150 images as
+the normal class and clutter as outliers, but no source fixes which categories a mean runs over.
+Backbone resnet18 and the sizes: protocols/novelty.py (NOVELTY_DEFAULTS, IMAGE_SIZE).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_run_builds_the_tables_config(built, tmp_path, protocol):
     want = get_table(key).grid(opts)[0].config
     got = _cli(built, tmp_path, "--protocol", protocol, "--category", want.category, "--data-root", want.data_root)
     assert got == want and got.hash() == want.hash()
-    assert got.image_size == (256 if protocol == "mvtec" else 32)
+    assert got.image_size == {"mvtec": 256, "caltech256": 64}.get(protocol, 32)
     assert got.extra == ({"split_seed": 0, "test_fraction": 0.2} if protocol == "caltech256" else {})
 
 
@@ -89,7 +89,11 @@ def test_table_hashes_did_not_move():
     """Records written before the builder keep their ids (and a sweep does not redo them)."""
     opts = GridOptions(data_root="/d", novelty_root="/nowhere", limit_categories=("carpet", "mnist:0"))
     assert get_table("1").grid(opts)[0].config.hash() == "6d676aee6bacd2ca"
-    assert get_table("4").grid(opts)[0].config.hash() == "d1e8ab4d6380351a"
+    # Table 4's default backbone became resnet18 (the authors' novelty code), a new run by design; the
+    # wide_resnet50_2 runs recorded before keep their ids
+    assert get_table("4").grid(opts)[0].config.hash() == "0b4e25afc8c7adcd"
+    wide = GridOptions(data_root="/d", novelty_root="/nowhere", limit_categories=("mnist:0",), backbone="wide_resnet50_2")
+    assert get_table("4").grid(wide)[0].config.hash() == "d1e8ab4d6380351a"
 
 
 def test_split_settings_belong_to_caltech(built, tmp_path):
@@ -112,10 +116,12 @@ def test_protocol_config_takes_defaults_then_given_values():
 
 def test_help_states_each_protocols_defaults():
     out = " ".join(runner.invoke(app, ["run", "--help"], env={"COLUMNS": "400"}).output.split())
-    assert "default: the protocol's: 256 mvtec, 32 mnist, fashionmnist, cifar10, caltech256" in out
+    assert "default: the protocol's: 256 mvtec, 32 mnist, fashionmnist, cifar10, 64 caltech256" in out
     assert "default: the protocol's: 200 for every protocol" in out and "16 for every protocol" in out
-    assert "wide_resnet50_2 for every protocol" in out and "0.005, the paper's" in out
+    assert "wide_resnet50_2 mvtec, resnet18 mnist, fashionmnist, cifar10, caltech256" in out
+    assert "0.005, the paper's" in out
     for name in PROTOCOLS.names():  # what the help says is what the protocols build
         c = get_protocol(name).config(category="0")
-        assert c.image_size == (256 if name == "mvtec" else 32)
-        assert (c.epochs, c.batch_size, c.lr, c.backbone) == (200, 16, 0.005, "wide_resnet50_2")
+        assert c.image_size == {"mvtec": 256, "caltech256": 64}.get(name, 32)
+        assert c.backbone == ("wide_resnet50_2" if name == "mvtec" else "resnet18")
+        assert (c.epochs, c.batch_size, c.lr) == (200, 16, 0.005)

@@ -81,7 +81,8 @@ Backbone = Annotated[str, choice("backbone", _backbones, "teacher backbone")]
 BackboneOverride = Annotated[str, choice("backbone", _backbones, "override the backbone where a table does not "
                                          "vary it (not Table 6)", optional=True)]
 ProtocolBackbone = Annotated[str, choice("backbone", _backbones, "teacher backbone (default: the protocol's, "
-                                         "wide_resnet50_2 for every protocol)", optional=True)]
+                                         "wide_resnet50_2 mvtec, resnet18 mnist, fashionmnist, cifar10, "
+                                         "caltech256)", optional=True)]
 Protocol = Annotated[str, choice("protocol", _protocols, "evaluation protocol")]
 Bottleneck = Annotated[str, choice("bottleneck", _bottlenecks, "Table 5 variant")]
 Loss = Annotated[str, choice("loss", _losses, "flat (the authors' code) | pixel (the paper's Eq. 2)")]

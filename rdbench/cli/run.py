@@ -45,7 +45,7 @@ def run(
     epochs: Annotated[int, Opt(help=f"training epochs ({PROTOCOL_DEFAULT}: 200 for every protocol)",
                                show_default=False)] = None,
     image_size: Annotated[int, Opt(help=f"input size, multiple of 32 ({PROTOCOL_DEFAULT}: 256 mvtec, 32 mnist, "
-                                        "fashionmnist, cifar10, caltech256)", show_default=False)] = None,
+                                        "fashionmnist, cifar10, 64 caltech256)", show_default=False)] = None,
     batch_size: Annotated[int, Opt(help=f"training batch size ({PROTOCOL_DEFAULT}: 16 for every protocol)",
                                    show_default=False)] = None,
     weights: Weights = "imagenet",

@@ -118,7 +118,8 @@ class _Batches:
         stop = self.n
         if self.one_by_one_bottleneck and self.n > self.batch_size and self.n % self.batch_size == 1:
             # A last batch of one image makes train-mode batch norm fail when the bottleneck is 1x1
-            # (32 px inputs, Table 4); it is dropped. The authors' DataLoader would crash there.
+            # (32 px inputs, Table 4); it is dropped. The authors' DataLoader would crash there. A deliberate
+            # deviation (docs/parity.md); no class of MNIST, FashionMNIST or CIFAR-10 has 16k + 1 images.
             stop = self.n - 1
         for start in range(0, stop, self.batch_size):
             yield order[start:start + self.batch_size]

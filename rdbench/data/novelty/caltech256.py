@@ -1,5 +1,6 @@
 """Caltech-256 as a novelty dataset: ``<root>/256_ObjectCategories/<NNN>.<name>/*.jpg`` (the official tarball),
-and its one-class split, a project choice since the paper gives none (it follows GPND / OiG / G2D):
+and its one-class split. The paper gives none; from the literature it compares with (GPND / OiG / G2D) come the
+first 150 images and clutter outliers making half the test set; the rest is rdbench's own (docs/parity.md):
 
 * classes = the category folders sorted by name, excluding ``257.clutter``; ``normal_class`` indexes them.
 * normal images = the category's images sorted by file name, the first 150 if it has more
@@ -29,7 +30,7 @@ from rdbench.data.novelty.base import Images, NoveltySource, get_source, registe
 
 CALTECH_FOLDER = "256_ObjectCategories"
 CALTECH_CLUTTER = "clutter"  # the category named '257.clutter' in the official release
-CALTECH_MAX_NORMAL = 150  # first 150 images of a category (GPND / OiG convention)
+CALTECH_MAX_NORMAL = 150  # first 150 images of a category (GPND / OiG); "first" by file name is rdbench's
 _CALTECH_DIR = re.compile(r"^(\d+)\.(.+)$")
 
 
