@@ -210,8 +210,8 @@ def test_figures_embedded(report):
 def test_csv_and_markdown(report):
     page, _, _ = report
     tables = page.parent / "tables"
-    assert {p.name for p in tables.iterdir()} == {f"table{k}.{e}" for k in ("1", "2", "3", "5", "5_best", "5_checkpoint")
-                                                  for e in ("csv", "md")}
+    views = ("1", "2", "3", "5", "5_best", "5_checkpoint")
+    assert {p.name for p in tables.iterdir()} == {f"table{k}.{e}" for k in views for e in ("csv", "md")}
     df = pd.read_csv(tables / "table1.csv")
     carpet = df[(df.row == "carpet") & (df.column == "RD")].iloc[0]
     assert carpet.reproduced == pytest.approx(98.0) and carpet.paper == 98.9 and carpet.n == 2

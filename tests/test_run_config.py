@@ -92,7 +92,7 @@ def test_table_hashes_did_not_move():
     # Table 4's default backbone became resnet18 (the authors' novelty code), a new run by design; the
     # wide_resnet50_2 runs recorded before keep their ids
     assert get_table("4").grid(opts)[0].config.hash() == "0b4e25afc8c7adcd"
-    wide = GridOptions(data_root="/d", novelty_root="/nowhere", limit_categories=("mnist:0",), backbone="wide_resnet50_2")
+    wide = GridOptions(novelty_root="/nowhere", limit_categories=("mnist:0",), backbone="wide_resnet50_2")
     assert get_table("4").grid(wide)[0].config.hash() == "d1e8ab4d6380351a"
 
 

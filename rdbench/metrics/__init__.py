@@ -7,11 +7,37 @@ other scores become float64. Nothing is rounded here (the authors round to 3 dec
 a reporting choice). Definitions follow the project's paper notes (IMPLEMENTATION_FACTS.md,
 "Scoring and metrics").
 
-Modules: ``auroc`` (image and pixel AUROC), ``pro`` (both PRO variants), ``checks`` (input validation).
+Modules: ``auroc`` (image and pixel AUROC), ``pro`` (both PRO variants, at map or mask resolution), ``ap``
+(average precision and F1-max), ``bootstrap`` (intervals, paired differences, DeLong), ``checks`` (input
+validation).
 Imports nothing of rdbench.
 """
 
+from rdbench.metrics.ap import image_ap, image_ap_f1_max, image_f1_max, pixel_ap, pixel_ap_f1_max, pixel_f1_max
 from rdbench.metrics.auroc import image_auroc, pixel_auroc
-from rdbench.metrics.pro import PRO_VARIANTS, RD4AD_NUM_THRESHOLDS, pro_auc
+from rdbench.metrics.bootstrap import (
+    INTERVAL_METRICS,
+    DeLong,
+    Interval,
+    ScoreSummary,
+    bootstrap_intervals,
+    delong_test,
+    metric_values,
+    paired_bootstrap_diff,
+    resample_weights,
+    summarize,
+)
+from rdbench.metrics.pro import (
+    PRO_RESOLUTIONS,
+    PRO_VARIANTS,
+    RD4AD_NUM_THRESHOLDS,
+    pro_auc,
+    pro_per_image,
+    resize_bilinear,
+)
 
 __all__ = ["PRO_VARIANTS", "RD4AD_NUM_THRESHOLDS", "image_auroc", "pixel_auroc", "pro_auc"]
+__all__ += ["image_ap", "image_ap_f1_max", "image_f1_max", "pixel_ap", "pixel_ap_f1_max", "pixel_f1_max",
+            "PRO_RESOLUTIONS", "pro_per_image", "resize_bilinear", "INTERVAL_METRICS", "DeLong", "Interval",
+            "ScoreSummary", "bootstrap_intervals", "delong_test", "metric_values", "paired_bootstrap_diff",
+            "resample_weights", "summarize"]

@@ -4,16 +4,18 @@ and the authors' per-image 200-threshold curve ("rd4ad"). See IMPLEMENTATION_FAC
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-from rdbench.metrics.checks import both_classes, maps_and_masks
+from rdbench.metrics.checks import both_classes, maps_and_masks, to_binary, to_finite
 
-__all__ = ["PRO_VARIANTS", "RD4AD_NUM_THRESHOLDS", "pro_auc"]
+__all__ = ["PRO_RESOLUTIONS", "PRO_VARIANTS", "RD4AD_NUM_THRESHOLDS", "pro_auc", "pro_per_image", "resize_bilinear"]
 
 PRO_VARIANTS = ("mvtec", "rd4ad")
+PRO_RESOLUTIONS = ("map", "mask")  # the maps' own (evaluation) resolution, or each mask's (full) one
 RD4AD_NUM_THRESHOLDS = 200  # num_th in the authors' compute_pro
 
 _CONN8 = np.ones((3, 3), dtype=bool)  # 8-connectivity, as MVTec's label(structure) and skimage's default
@@ -22,7 +24,8 @@ _CONN8_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
 _CONN8_PER_IMAGE[1] = True
 
 
-def pro_auc(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3, variant: str = "mvtec") -> float:
+def pro_auc(masks: ArrayLike | Sequence[ArrayLike], maps: ArrayLike, fpr_limit: float = 0.3, variant: str = "mvtec",
+            resolution: str = "map") -> float:
     """Normalised area under the PRO-vs-FPR curve, in [0, 1]. Regions are 8-connected components of masks.
 
     ``variant="mvtec"`` -- MVTec AD's official definition (``generic_util.compute_pro`` + ``trapezoid``):
@@ -56,24 +59,101 @@ def pro_auc(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3, variant: 
       * image without a normal pixel (FPR 0/0) -> FPR is taken as 0 at every threshold (so the rule
         above applies).
 
+    ``resolution="mask"`` -- the same at the masks' own resolution, as MVTec's evaluation script computes it
+    (it takes maps of the original image size): ``masks`` is a sequence of N 2-D masks, sizes free (a 3-D
+    array is N masks of one size), ``maps`` is N x h x w at evaluation resolution, and map i is first
+    resized bilinearly to mask i's size with ``resize_bilinear`` (align_corners=False: the grid of
+    torch.nn.functional.interpolate(mode="bilinear") by default; a pipeline that upsamples otherwise,
+    e.g. with align_corners=True, resizes itself and passes maps and masks of equal sizes). "mvtec" then
+    takes one curve over all the images' pixels, "rd4ad" one per image. All upsampled maps are held at
+    once, as in MVTec's script (100 masks of 1024^2: ~0.4 GB of float32 scores, more for the sort).
+
     Raises ValueError for mismatched shapes, non-binary masks, non-finite maps, masks without any
-    anomalous or without any normal pixel, an unknown variant, or fpr_limit outside (0, 1].
+    anomalous or without any normal pixel, an unknown variant or resolution, or fpr_limit outside (0, 1].
     """
     if variant not in PRO_VARIANTS:
         raise ValueError(f"unknown PRO variant {variant!r}; valid variants: {', '.join(PRO_VARIANTS)}")
-    if isinstance(fpr_limit, bool) or not isinstance(fpr_limit, numbers.Real) or not 0 < fpr_limit <= 1:
-        raise ValueError(f"fpr_limit must be a number in (0, 1]; got {fpr_limit!r}")
+    if resolution not in PRO_RESOLUTIONS:
+        raise ValueError(f"unknown PRO resolution {resolution!r}; valid resolutions: {', '.join(PRO_RESOLUTIONS)}")
+    limit = _check_limit(fpr_limit)
+    if resolution == "mask":
+        return _pro_at_mask_size(masks, maps, limit, variant)
     m, a = maps_and_masks(masks, maps)
     both_classes(m, "pixel")
     if variant == "mvtec":
-        return _pro_mvtec(m, a, float(fpr_limit))
-    per_image = [_pro_rd4ad_image(mi, ai, float(fpr_limit)) for mi, ai in zip(m, a, strict=True) if mi.any()]
-    return float(np.mean(per_image))
+        labels, n_regions = ndimage.label(m, structure=_CONN8_PER_IMAGE)
+        return _pro_mvtec(labels.ravel(), a.ravel(), n_regions, limit)
+    return float(np.nanmean(_per_image(m, a, limit)))
 
 
-def _pro_mvtec(masks: np.ndarray, maps: np.ndarray, limit: float) -> float:
-    labels, n_regions = ndimage.label(masks, structure=_CONN8_PER_IMAGE)
-    labels, scores = labels.ravel(), maps.ravel()
+def pro_per_image(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3) -> np.ndarray:
+    """The RD4AD variant's per-image values (N,), NaN for images without an anomalous pixel: pro_auc with
+    variant="rd4ad" is their nanmean, so a bootstrap over anomalous images can resample them."""
+    m, a = maps_and_masks(masks, maps)
+    both_classes(m, "pixel")
+    return _per_image(m, a, _check_limit(fpr_limit))
+
+
+def resize_bilinear(amap: ArrayLike, size: tuple[int, int], align_corners: bool = False) -> np.ndarray:
+    """A 2-D map resized to ``size`` = (H, W) by bilinear interpolation, with exactly the sampling grid of
+    torch.nn.functional.interpolate(mode="bilinear", antialias=False): output pixel i reads the input at
+    (i + 0.5) * in / out - 0.5 (clamped at 0) when align_corners is False, at i * (in - 1) / (out - 1)
+    when True; neighbours past the border repeat the last row/column. Computed in float64 (rows, then
+    columns), returned in the map's floating dtype (float64 for other dtypes). Values equal torch's to
+    float rounding (a few ulp in float64); which upsampled values tie exactly can differ in the last bit."""
+    a = np.asarray(amap)
+    dtype = a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64
+    if a.ndim != 2 or len(size) != 2 or min(size) < 1:
+        raise ValueError(f"resize_bilinear needs a 2-D map and a size (H, W) >= 1; got {a.shape} and {size}")
+    (i0, i1, wi), (j0, j1, wj) = (_linear_taps(n, int(m), align_corners) for n, m in zip(a.shape, size))
+    a = a.astype(np.float64, copy=False)
+    rows = a[i0] * (1 - wi)[:, None] + a[i1] * wi[:, None]
+    return (rows[:, j0] * (1 - wj) + rows[:, j1] * wj).astype(dtype, copy=False)
+
+
+def _linear_taps(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    i = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:
+        src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)  # torch clamps negative sources to 0
+    lo = np.minimum(src.astype(np.int64), n_in - 1)  # floor: src >= 0
+    return lo, np.minimum(lo + 1, n_in - 1), src - lo
+
+
+def _check_limit(fpr_limit: float) -> float:
+    if isinstance(fpr_limit, bool) or not isinstance(fpr_limit, numbers.Real) or not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be a number in (0, 1]; got {fpr_limit!r}")
+    return float(fpr_limit)
+
+
+def _per_image(m: np.ndarray, a: np.ndarray, limit: float) -> np.ndarray:
+    return np.array([_pro_rd4ad_image(mi, ai, limit) if mi.any() else np.nan for mi, ai in zip(m, a)])
+
+
+def _pro_at_mask_size(masks: ArrayLike | Sequence[ArrayLike], maps: ArrayLike, limit: float, variant: str) -> float:
+    a = np.asarray(maps)
+    if a.ndim != 3 or len(masks) != len(a):
+        raise ValueError("resolution='mask' needs maps N x h x w and N masks; "
+                         f"got maps {a.shape} and {len(masks)} masks")
+    a = to_finite("maps", a)
+    ms = [to_binary("masks", np.asarray(m)) for m in masks]
+    if any(m.ndim != 2 for m in ms):
+        raise ValueError(f"each mask must be 2-D (H x W); got shapes {sorted({m.shape for m in ms})}")
+    both_classes(np.concatenate([m.ravel() for m in ms]), "pixel")
+    big = [resize_bilinear(ai, m.shape) for ai, m in zip(a, ms)]
+    if variant == "rd4ad":
+        return float(np.mean([_pro_rd4ad_image(m, b, limit) for m, b in zip(ms, big) if m.any()]))
+    labels, offset = [], 0  # regions numbered across images, as one label() call over a stack would
+    for m in ms:
+        lab, n = ndimage.label(m, structure=_CONN8)
+        labels.append(np.where(lab > 0, lab + offset, 0).ravel())
+        offset += n
+    return _pro_mvtec(np.concatenate(labels), np.concatenate([b.ravel() for b in big]), offset, limit)
+
+
+def _pro_mvtec(labels: np.ndarray, scores: np.ndarray, n_regions: int, limit: float) -> float:
+    """MVTec's curve from flat per-pixel region labels (0 = normal, regions 1..n_regions) and scores."""
     is_neg = labels == 0
     neg, n_neg = scores[is_neg], int(is_neg.sum())
     region_weight = 1.0 / (np.bincount(labels)[1:] * n_regions)  # per-pixel PRO increment of each region
