@@ -84,12 +84,12 @@ class NoveltyProtocol(Protocol):
         return train, test
 
     def evaluate(self, model, test_set: Dataset, config: RunConfig, device, keep_maps: bool = False,
-                 by_layers: bool = False):  # no layer-subset metrics: Table 7 is an MVTec AD table
+                 final: bool = False):  # no layer-subset metrics: Table 7 is an MVTec AD table
         from rdbench.engine.evaluate import evaluate_novelty
 
         return evaluate_novelty(model, test_set, config.layers, config.gaussian_sigma, device,
                                 config.scoring_batch_size, keep_maps=keep_maps, amp=config.amp,
-                                fast=not config.exact_eval)
+                                fast=not config.exact_eval, final=final)
 
 
 for _name in NOVELTY_DATASETS.names():

@@ -129,6 +129,26 @@ def test_rgb_and_16_bit_masks_read_like_the_8_bit_mask():
     assert mask_transform(8)(Image.fromarray(np.zeros((8, 8), np.uint16))).sum() == 0  # empty stays empty
 
 
+def test_full_resolution_masks_are_read_as_the_resized_ones_are():
+    from rdbench.data.transforms import full_resolution_mask
+
+    for mode in ("1", "L"):
+        im = _line(mode, 2)
+        assert np.array_equal(full_resolution_mask(im), mask_transform(256)(im)[0].numpy() > 0), mode
+    soft = Image.fromarray(np.array([[0, 127, 128, 255]], np.uint8))  # 'L': > 0.5 after / 255, as the resized
+    assert full_resolution_mask(soft).tolist() == [[False, False, True, True]]
+    red = Image.fromarray(np.array([[0, 1]], np.uint8), mode="P")
+    red.putpalette([0, 0, 0, 255, 0, 0])
+    assert full_resolution_mask(red).tolist() == [[False, True]]
+
+
+def test_test_set_gives_masks_at_their_own_size(tiny_mvtec):
+    ds = MVTecTest(tiny_mvtec, "carpet", image_size=16)
+    full = ds.full_masks()
+    assert [m.shape for m in full] == [(TINY_SIZE, TINY_SIZE)] * 4 and all(m.dtype == bool for m in full)
+    assert [bool(m.any()) for m in full] == [bool(x) for x in ds.labels]  # normal images: all False
+
+
 # ---------------------------------------------------------------- datasets
 
 

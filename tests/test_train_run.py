@@ -27,7 +27,8 @@ def test_run_writes_complete_record(tiny_mvtec, tmp_path):
     assert rec.status == "ok", rec.traceback
     on_disk = json.loads((tmp_path / "res" / "runs" / f"mvtec_carpet_resnet18_{rec.config_hash}.json").read_text())
     assert on_disk["config"]["category"] == "carpet" and on_disk["seed"] == 7
-    assert set(on_disk["metrics"]) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
+    assert set(on_disk["metrics"]) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad", "image_ap",
+                                       "image_f1_max", "pixel_ap", "pixel_f1_max", "pro_mvtec_full"}
     assert all(0 <= v <= 1 for v in on_disk["metrics"].values())
     assert on_disk["per_image"]["label"] == [0, 0, 1, 1]  # good/000-001, hole/000-001, sorted
     assert len(on_disk["per_image"]["score"]) == 4 and len(on_disk["loss_curve"]) == 2
@@ -148,7 +149,8 @@ def test_every_layer_subset_is_scored_from_one_forward_pass(tiny_mvtec, tmp_path
     config = _config(tiny_mvtec, epochs=1)
     rec = run_one(config, tmp_path, progress=False)
     assert set(rec.metrics_by_layers) == {"1", "2", "3", "1,2", "1,3", "2,3", "1,2,3"}
-    assert rec.metrics_by_layers["1,2,3"] == rec.metrics
+    assert rec.metrics_by_layers["1,2,3"] == {k: rec.metrics[k] for k in rec.metrics_by_layers["1,2,3"]}
+    assert set(rec.metrics_by_layers["1,2,3"]) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
     assert rec.metric_of_layers((2, 3), "pixel_auroc") == rec.metrics_by_layers["2,3"]["pixel_auroc"]
     torch.manual_seed(config.seed)  # the random teacher is rebuilt from the seed; the rest is the kept model
     model = build_rd_model(config.backbone, config.weights, config.bottleneck)
@@ -157,8 +159,9 @@ def test_every_layer_subset_is_scored_from_one_forward_pass(tiny_mvtec, tmp_path
     for subset in [(1,), (3,), (1, 3), (2, 3)]:
         alone = evaluate(model, test_set, subset, config.gaussian_sigma, torch.device("cpu"), fast=True)
         got = rec.metrics_by_layers[",".join(map(str, subset))]
-        for name, value in alone.metrics.items():
-            assert got[name] == pytest.approx(value, abs=1e-9), (subset, name)
+        assert set(got) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
+        for name, value in got.items():
+            assert value == pytest.approx(alone.metrics[name], abs=1e-9), (subset, name)
     assert run_one(config.replace(layers=(3,)), tmp_path / "one", progress=False).metrics_by_layers == {}
 
 
@@ -184,13 +187,14 @@ def test_rerun_with_resume_after_success_and_failure_keeps_ok_record(tiny_mvtec,
 def test_metric_that_cannot_be_computed_is_none_with_reason(tiny_mvtec, tmp_path, monkeypatch):
     import rdbench.engine.evaluate as ev_mod
 
-    def no_pro(masks, maps, fpr_limit=0.3, variant="mvtec"):
+    def no_pro(masks, maps, fpr_limit=0.3, variant="mvtec", resolution="map"):
         raise ValueError("no anomalous pixel after resizing")
 
     monkeypatch.setattr(ev_mod.metrics, "pro_auc", no_pro)
     rec = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
     assert rec.status == "ok"
     assert rec.metrics["pro_mvtec"] is None and rec.metrics["pro_rd4ad"] is None
+    assert rec.metrics["pro_mvtec_full"] is None
     assert rec.metrics["image_auroc"] is not None and len(rec.per_image["score"]) == 4
     assert rec.metric_errors["pro_mvtec"] == "no anomalous pixel after resizing"
 
@@ -318,3 +322,26 @@ def test_fp16_training_scales_the_loss(tiny_mvtec, tmp_path, monkeypatch):
     full = train(build_rd_model(cfg.backbone, cfg.weights), train_set, cfg.replace(amp="none"), torch.device("cpu"),
                  progress=False)
     np.testing.assert_allclose(fit.loss_curve, full.loss_curve, rtol=0.05)
+
+
+def test_record_keeps_intervals_and_a_scores_sidecar(tiny_mvtec, tmp_path):
+    from pathlib import Path
+
+    from rdbench.metrics import ScoreSummary, bootstrap_intervals
+    from rdbench.records.store import read_record
+
+    rec = run_one(_config(tiny_mvtec, epochs=1), tmp_path, progress=False)
+    assert rec.scores_file == Path(rec.record_path).stem + ".scores.npz"
+    summary = ScoreSummary.from_npz(Path(rec.record_path).with_name(rec.scores_file))
+    assert summary.labels.tolist() == rec.per_image["label"]
+    np.testing.assert_allclose(summary.image_scores, rec.per_image["score"], rtol=0, atol=0)
+    assert summary.normal_counts.sum() + summary.anomalous_counts.sum() == 4 * 64 * 64  # every pixel, once
+    for name in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pro_rd4ad"):
+        low, high = rec.metrics_ci[name]
+        assert low <= high and low - 1e-3 <= rec.metrics[name] <= high + 1e-3, name  # pixel: binned estimate
+    again = bootstrap_intervals(summary, 1000, seed=0)  # the sidecar alone gives the record's intervals back
+    assert [again["pixel_ap"].low, again["pixel_ap"].high] == rec.metrics_ci["pixel_ap"]
+    back = read_record(rec.record_path)
+    assert back.metrics_ci == rec.metrics_ci and back.scores_file == rec.scores_file and back.scores is None
+    # the masks at their own size (32 px here, the runs score at 64): MVTec's PRO there is recorded too
+    assert 0 <= rec.metrics["pro_mvtec_full"] <= 1

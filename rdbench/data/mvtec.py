@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from rdbench.data.transforms import image_transform, mask_transform
+from rdbench.data.transforms import full_resolution_mask, image_transform, mask_transform
 from rdbench.registry import Registry
 
 MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
@@ -247,6 +248,19 @@ class MVTecTest(Dataset):
     @property
     def labels(self) -> list[int]:
         return [s.label for s in self.samples]
+
+    def full_masks(self) -> list[np.ndarray]:
+        """Every test image's mask at the image's own size (H x W bool; all False for normal images), for
+        metrics at full resolution (MVTec's evaluation script)."""
+        out = []
+        for s in self.samples:
+            if s.mask_path is None:
+                with Image.open(s.path) as im:  # the header is enough for the size
+                    w, h = im.size
+                out.append(np.zeros((h, w), dtype=bool))
+            else:
+                out.append(full_resolution_mask(load_image(s.mask_path)))
+        return out
 
     def __getitem__(self, i: int) -> TestItem:
         s = self.samples[i]

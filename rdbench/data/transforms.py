@@ -74,6 +74,14 @@ def binary_nearest_mask(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(small) > 0).to(torch.float32)[None]
 
 
+def full_resolution_mask(img: Image.Image) -> np.ndarray:
+    """A mask at its own size -> H x W bool, read as ``mask_transform`` reads each mode, without the resize (what
+    MVTec's evaluation script compares the upsampled maps with)."""
+    if img.mode in NEAREST_MASK_MODES:
+        return np.asarray(img.convert("RGB")).max(axis=2) > 0
+    return np.asarray(to_gray(img), dtype=np.float32) / 255.0 > MASK_THRESHOLD
+
+
 def binarize(mask: torch.Tensor, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
     return (mask > threshold).to(torch.float32)
 

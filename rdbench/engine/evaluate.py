@@ -25,6 +25,9 @@ from rdbench.engine.inference import fast_predict, prepare_for_inference
 from rdbench.engine.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores, sum_layers
 from rdbench.models.rd import RDModel, select_layers
 
+PAPER_METRICS = ("image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad")  # also per layer subset (Table 7)
+INTERVAL_RESAMPLES = 1000  # the issue's figure; 0.4 s per 100-image category (tests/benchmarks/bootstrap_cost.py)
+
 
 @dataclass
 class EvalResult:
@@ -38,6 +41,9 @@ class EvalResult:
     masks: np.ndarray | None = field(default=None, repr=False)
     # "1", "2,3", ...: the metrics of the map built from that subset of the run's layers (Table 7's M^k)
     metrics_by_layers: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # metric -> [low, high]: 95% bootstrap interval over the test images (final evaluation only)
+    metrics_ci: dict[str, list[float]] = field(default_factory=dict)
+    scores: metrics.ScoreSummary | None = field(default=None, repr=False)  # what intervals/comparisons need
 
     @property
     def labels(self) -> list[int]:
@@ -111,16 +117,51 @@ def _compute(todo: dict[str, Callable[[], float]]) -> tuple[dict[str, float | No
     return result, errors
 
 
-def _mvtec_metrics(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray
-                   ) -> tuple[dict[str, float | None], dict[str, str]]:
+def _both(fn: Callable[[], tuple[float, float]]) -> tuple[Callable[[], float], Callable[[], float]]:
+    """Two metrics computed together (one sort), as two entries of ``_compute``."""
+    cache: list = []
+
+    def get(i: int) -> float:
+        if not cache:
+            cache.append(fn())
+        return cache[0][i]
+
+    return (lambda: get(0)), (lambda: get(1))
+
+
+def _mvtec_metrics(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray, extended: bool = True,
+                   full_masks: list[np.ndarray] | None = None) -> tuple[dict[str, float | None], dict[str, str]]:
+    """The paper's metrics; ``extended``: also those current benchmarks report (AP, F1-max) and, with the
+    masks at their own resolution, MVTec's PRO there (``pro_mvtec_full``, as MVTec's evaluation script)."""
     scores = image_scores(torch.from_numpy(maps)).numpy()
-    return _compute({
+    todo: dict[str, Callable[[], float]] = {
         "image_auroc": lambda: metrics.image_auroc(labels, scores),
         "pixel_auroc": lambda: metrics.pixel_auroc(masks, maps),
         # MVTec's definition applied at the evaluation resolution, like every other metric here
         "pro_mvtec": lambda: metrics.pro_auc(masks, maps, variant="mvtec"),
         "pro_rd4ad": lambda: metrics.pro_auc(masks, maps, variant="rd4ad"),
-    })
+    }
+    if extended:
+        todo["image_ap"], todo["image_f1_max"] = _both(lambda: metrics.image_ap_f1_max(labels, scores))
+        todo["pixel_ap"], todo["pixel_f1_max"] = _both(lambda: metrics.pixel_ap_f1_max(masks, maps))
+        if full_masks is not None:
+            todo["pro_mvtec_full"] = lambda: metrics.pro_auc(full_masks, maps, variant="mvtec", resolution="mask")
+    return _compute(todo)
+
+
+def _intervals(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray | None, maps: np.ndarray | None,
+               names: dict[str, str] | None = None
+               ) -> tuple[dict[str, list[float]], metrics.ScoreSummary | None, str | None]:
+    """95% intervals (1,000 stratified resamples of the test images, seed 0: the same draw for every run of
+    a category, so that two runs' intervals come from the same resampled sets) and the summary they came
+    from; ``names`` renames the interval metrics to the record's. Never fails the run: (ci, summary, why not)."""
+    try:
+        summary = metrics.summarize(labels, scores, masks, maps)
+        ci = metrics.bootstrap_intervals(summary, n_resamples=INTERVAL_RESAMPLES, seed=0)
+    except ValueError as exc:
+        return {}, None, str(exc)
+    names = names or {m: m for m in ci}
+    return {names[m]: [iv.low, iv.high] for m, iv in ci.items() if m in names}, summary, None
 
 
 def layer_subsets(layers: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -142,46 +183,63 @@ def metrics_by_layers(per_layer: torch.Tensor, layers: tuple[int, ...], sigma: f
     out: dict[str, dict[str, float | None]] = {}
     for subset in layer_subsets(layers):
         if subset == tuple(layers):
-            out[layers_key(subset)] = dict(full)
+            out[layers_key(subset)] = {k: v for k, v in full.items() if k in PAPER_METRICS}
             continue
         which = tuple(layers.index(x) for x in subset)
         maps = torch.cat([gaussian_blur(sum_layers(chunk, which), sigma) for chunk in per_layer.split(32)]).numpy()
-        out[layers_key(subset)] = _mvtec_metrics(labels, masks, maps)[0]
+        out[layers_key(subset)] = _mvtec_metrics(labels, masks, maps, extended=False)[0]
     return out
 
 
 def evaluate(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float, device: torch.device,
              batch_size: int = 16, keep_maps: bool = False, amp: str = "none", fast: bool = True,
-             by_layers: bool = False) -> EvalResult:
-    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants. ``fast``: score with the
-    inference copy (False: the model's own arithmetic, RunConfig.exact_eval). ``by_layers``: also the metrics of
-    every layer subset's map (``metrics_by_layers``; a run of more than one layer only)."""
-    by_layers = by_layers and len(layers) > 1
+             final: bool = False) -> EvalResult:
+    """MVTec AD evaluation: image AUROC on max scores, pixel AUROC, both PRO variants, AP and F1-max. ``fast``:
+    score with the inference copy (False: the model's own arithmetic, RunConfig.exact_eval). ``final`` (a run's
+    last evaluation, not a point of its curve): also every layer subset's metrics (``metrics_by_layers``; a run
+    of more than one layer), MVTec's PRO at the masks' own resolution (a dataset with ``full_masks()``) and the
+    95% intervals (``metrics_ci``) with the summary they came from."""
+    by_layers = final and len(layers) > 1
     maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp, fast,
                                               keep_layers=by_layers)
     masks = torch.cat([m[None] for m in items.pop("mask")])[:, 0].to(torch.uint8).numpy()
     labels = np.asarray(items["label"])
     scores = image_scores(torch.from_numpy(maps)).numpy()
-    result, errors = _mvtec_metrics(labels, masks, maps)
+    full = dataset.full_masks() if final and hasattr(dataset, "full_masks") else None
+    result, errors = _mvtec_metrics(labels, masks, maps, full_masks=full)
     subsets = (metrics_by_layers(items.pop("layer_maps"), tuple(layers), sigma, labels, masks, result)
                if by_layers else {})
+    ci, summary, why = _intervals(labels, scores, masks, maps) if final else ({}, None, None)
+    if why:
+        errors["metrics_ci"] = why
     per_image = {"path": items["path"], "defect": items["defect"], "label": items["label"],
                  "score": [float(s) for s in scores]}
     return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"),
-                      errors, peak, maps if keep_maps else None, masks if keep_maps else None, subsets)
+                      errors, peak, maps if keep_maps else None, masks if keep_maps else None, subsets, ci, summary)
 
 
 def evaluate_novelty(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigma: float,
                      device: torch.device, batch_size: int = 16, keep_maps: bool = False,
-                     amp: str = "none", fast: bool = True) -> EvalResult:
-    """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max."""
+                     amp: str = "none", fast: bool = True, final: bool = False) -> EvalResult:
+    """One-class novelty detection (Table 4): AUROC of the map's sum (the paper's score) and max, AP and F1-max of
+    the sum; ``final``: with the 95% intervals of the sum's metrics."""
     maps, items, seconds, peak = collect_maps(model, dataset, layers, sigma, device, batch_size, amp, fast)
     labels = np.asarray(items["label"])
     s = novelty_scores(torch.from_numpy(maps))
     score_sum, score_max = s["sum"].numpy(), s["max"].numpy()
-    result, errors = _compute({"auroc": lambda: metrics.image_auroc(labels, score_sum),
-                               "auroc_max": lambda: metrics.image_auroc(labels, score_max)})
+    todo: dict[str, Callable[[], float]] = {"auroc": lambda: metrics.image_auroc(labels, score_sum),
+                                            "auroc_max": lambda: metrics.image_auroc(labels, score_max)}
+    todo["ap"], todo["f1_max"] = _both(lambda: metrics.image_ap_f1_max(labels, score_sum))
+    result, errors = _compute(todo)
+    ci, summary, why = (_intervals(labels, score_sum, None, None, NOVELTY_INTERVALS) if final
+                        else ({}, None, None))
+    if why:
+        errors["metrics_ci"] = why
     per_image = {"label": items["label"], "target": items.get("target", []),
                  "score": [float(v) for v in score_sum], "score_max": [float(v) for v in score_max]}
     return EvalResult(result, per_image, seconds, len(labels) / seconds if seconds > 0 else float("nan"), errors,
-                      peak, maps if keep_maps else None)
+                      peak, maps if keep_maps else None, None, {}, ci, summary)
+
+
+# the interval metrics of an image-only summary -> the novelty record's names (the sum score's)
+NOVELTY_INTERVALS = {"image_auroc": "auroc", "image_ap": "ap", "image_f1_max": "f1_max"}

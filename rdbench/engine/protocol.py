@@ -48,14 +48,14 @@ class Protocol:
         raise NotImplementedError
 
     def evaluate(self, model, test_set: Dataset, config: RunConfig, device: torch.device, keep_maps: bool = False,
-                 by_layers: bool = False):
+                 final: bool = False):
         """Metrics of a trained model on the test set -> rdbench.engine.evaluate.EvalResult (with the maps
-        when ``keep_maps``, for the gallery; with the metrics of every subset of the run's layers when
-        ``by_layers``, for Table 7, where the protocol has maps)."""
+        when ``keep_maps``, for the gallery). ``final``: the run's last evaluation, which also records what a
+        point of the curve does not need (layer-subset metrics for Table 7, 95% intervals)."""
         from rdbench.engine.evaluate import evaluate
 
         return evaluate(model, test_set, config.layers, config.gaussian_sigma, device, config.scoring_batch_size,
-                        keep_maps=keep_maps, amp=config.amp, fast=not config.exact_eval, by_layers=by_layers)
+                        keep_maps=keep_maps, amp=config.amp, fast=not config.exact_eval, final=final)
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", empty_hint=PLUGINS_HINT)

@@ -152,7 +152,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
                         checkpoint_every_s=checkpoint_every_s, on_epoch=evaluate_midway,
                         feature_cache_bytes=cache_bytes, carry=carry, events=events)
         record.loss_curve = fit.loss_curve
-        ev = protocol.evaluate(model, test_set, config, device, keep_maps=True, by_layers=True)
+        ev = protocol.evaluate(model, test_set, config, device, keep_maps=True, final=True)
         record.gallery = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
         ev.maps = ev.masks = None  # free them: a category's maps are ~100 MB at 256 px
         if config.eval_protocol == "paper":
@@ -161,7 +161,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
             record.best_epoch_metrics = best_epoch(curve)
             record.best_checkpoint = best_checkpoint(curve)
         record.status, record.metrics, record.per_image = "ok", ev.metrics, ev.per_image
-        record.metrics_by_layers = ev.metrics_by_layers
+        record.metrics_by_layers, record.metrics_ci, record.scores = ev.metrics_by_layers, ev.metrics_ci, ev.scores
         record.timings = {"train_s": fit.seconds, "eval_s": ev.seconds, "eval_images_per_s": ev.images_per_second,
                           "eval_peak_memory_mb": ev.peak_memory_mb,
                           "train_images_per_s": fit.images_seen / fit.seconds if fit.seconds else None,

@@ -52,6 +52,12 @@ class RunRecord:
     metric_errors: dict[str, str] = field(default_factory=dict)
     # "1", "1,2", ...: the metrics of the map from that subset of the run's layers, same model (Table 7)
     metrics_by_layers: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # metric -> [low, high]: its 95% interval from a seeded bootstrap over the test images (stratified by label;
+    # pixel metrics resample whole images)
+    metrics_ci: dict[str, list[float]] = field(default_factory=dict)
+    # the sidecar beside the record (``<record stem>.scores.npz``, rdbench.metrics.ScoreSummary): labels, image
+    # scores and per-image pixel-score histograms, what `rdbench compare` needs without the models
+    scores_file: str | None = None
     per_image: dict[str, list] = field(default_factory=dict)  # columns: path, defect, label, score, ...
     loss_curve: list[float] = field(default_factory=list)  # mean training loss per epoch
     timings: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +73,9 @@ class RunRecord:
     failed_epoch: int | None = None
     untrained: bool = False  # epochs 0: the metrics are those of the freshly initialised model
     unknown: dict[str, Any] = field(default_factory=dict)  # keys of a newer schema, kept as they were
+    # the run's ScoreSummary in memory (written as ``scores_file`` by the store, never into the JSON); it travels
+    # with the record from a Ray worker to the driver
+    scores: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def new(cls, config: RunConfig) -> RunRecord:
@@ -112,7 +121,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "unknown":
+            if f.name in ("unknown", "scores"):
                 continue
             value = getattr(self, f.name)
             if f.name == "config":
@@ -140,7 +149,7 @@ class RunRecord:
             config = RunConfig.from_dict(dict(d["config"]))
         except (TypeError, ValueError) as exc:
             raise RecordError(f"{where}: its config does not load: {exc}") from None
-        names = {f.name for f in dataclasses.fields(cls)} - {"config", "unknown"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"config", "unknown", "scores"}
         known = {k: v for k, v in d.items() if k in names}
         for k in _OMITTED_WHEN_EMPTY:  # written as null by a few old failure paths
             if known.get(k) is None:
@@ -153,6 +162,7 @@ class RunRecord:
 
 
 _OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "best_checkpoint",
-                      "model_path", "record_path", "traceback", "failed_epoch"}
-_OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "metrics_by_layers", "per_image", "loss_curve", "timings", "counts",
+                      "model_path", "record_path", "traceback", "failed_epoch", "scores_file"}
+_OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "metrics_by_layers", "metrics_ci", "per_image", "loss_curve",
+                       "timings", "counts",
                        "gallery", "environment", "data", "code", "untrained"}

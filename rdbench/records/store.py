@@ -13,6 +13,8 @@ from typing import Any
 from rdbench.config import RunConfig
 from rdbench.records.schema import RecordError, RunRecord
 
+SCORES_SUFFIX = ".scores.npz"
+
 
 def record_filename(config: RunConfig) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in
@@ -60,7 +62,30 @@ def write_json(obj: Any, path: Path | str) -> Path:
     return path
 
 
+def scores_path(record_json: Path | str) -> Path:
+    """The sidecar of a record file: ``runs/<stem>.json`` -> ``runs/<stem>.scores.npz``."""
+    p = Path(record_json)
+    return p.with_name(p.stem + SCORES_SUFFIX)
+
+
 def write_record(record: RunRecord, path: Path | str) -> Path:
+    """The record's JSON and, when it carries its scores (``record.scores``: anything with ``to_npz(file)``),
+    their sidecar first, so a record never names a sidecar that is not there."""
+    path = Path(path)
+    if record.scores is not None:
+        side = scores_path(path)
+        side.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                record.scores.to_npz(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, side)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        record.scores_file = side.name
     return write_json(record.to_dict(), path)
 
 
