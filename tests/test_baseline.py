@@ -130,3 +130,38 @@ def test_a_saved_baseline_has_the_shape_check_expects(base):
 
     tmp, _ = base
     assert set(load_baseline(tmp / "b.json")["cells"]) == set(json.loads((tmp / "b.json").read_text())["cells"])
+
+
+def test_stat_check_flags_a_drop_beyond_noise_and_not_one_within_it(tmp_path):
+    from test_compare import BASE, CONFIG, degrade, put
+
+    from rdbench.bench.baseline_stat import check_stat
+
+    put(tmp_path / "base", BASE)
+    save_baseline(tmp_path / "base", tmp_path / "b.json")
+    cell = next(iter(json.loads((tmp_path / "b.json").read_text())["cells"].values()))
+    assert cell["scores"] == {"111": f"b.json.scores/{cell_key(CONFIG.to_dict())}_111.npz"}
+    assert (tmp_path / cell["scores"]["111"]).is_file() and cell["data_fingerprint"] == "d" * 64
+    put(tmp_path / "drop", degrade(0.05, 0.3))  # 5 points: its interval lies wholly below -1 point
+    put(tmp_path / "noise", degrade(0.02, 1.0))  # 2 points: beyond the floor, but its interval holds 0
+    rows = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "drop")}
+    assert rows["image_auroc"].status == "REGRESSION" and rows["image_auroc"].high < -0.01
+    assert rows["pro_mvtec"].note.startswith("no interval for this metric")  # the default rule, said so
+    noisy = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "noise")}["image_auroc"]
+    assert noisy.delta < -0.01 and noisy.low < 0 < noisy.high and noisy.status == "ok"
+    assert {r.metric: r for r in check(tmp_path / "b.json", tmp_path / "noise")}["image_auroc"].status == "REGRESSION"
+    args = ["baseline", "check", "--baseline", str(tmp_path / "b.json"), "--results"]
+    res = runner.invoke(app, [*args, str(tmp_path / "drop"), "--stat"])
+    assert res.exit_code == 1 and "REGRESSION" in res.output and "95% CI" in res.output, res.output
+    assert runner.invoke(app, [*args, str(tmp_path / "noise"), "--stat"]).exit_code == 0
+    assert runner.invoke(app, [*args, str(tmp_path / "noise")]).exit_code == 1  # default mode unchanged
+    # the floor still applies: a 5-point drop with a tight interval passes a 10-point floor
+    assert runner.invoke(app, [*args, str(tmp_path / "drop"), "--stat", "--floor", "0.1"]).exit_code == 0
+
+
+def test_stat_check_needs_a_baseline_with_scores(base):
+    tmp, _ = base  # records without sidecars, as before rdbench wrote them
+    assert "scores" not in next(iter(json.loads((tmp / "b.json").read_text())["cells"].values()))
+    res = runner.invoke(app, ["check", "--baseline", str(tmp / "b.json"), "--results", str(tmp / "base"), "--stat"])
+    assert res.exit_code == 2 and "keeps no scores sidecars" in res.output and "Re-save it" in res.output
+    assert "Traceback" not in res.output

@@ -55,7 +55,8 @@ def test_run_end_to_end(tiny_mvtec, tmp_path):
     assert res.exit_code == 0, res.output
     assert "RANDOM TEACHER" in res.output
     metrics = json.loads(res.output.splitlines()[1])
-    assert set(metrics) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"}
+    assert set(metrics) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad", "image_ap", "image_f1_max",
+                            "pixel_ap", "pixel_f1_max", "pro_mvtec_full"}
     records = list((tmp_path / "runs").glob("mvtec_bottle_resnet18_*.json"))
     assert len(records) == 1 and str(records[0]) in res.output
 

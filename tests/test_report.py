@@ -267,3 +267,23 @@ def test_sweeps_of_the_same_runs_make_one_table(tmp_path):
     html = render_report(root, tmp_path / "out").read_text(encoding="utf-8")
     assert 'id="table1"' in html and 'id="table1_2"' in html and 'id="table1_3"' not in html
     assert "amp bf16" in _text(html.split('id="table1_2"')[1])[:3000]
+
+
+def test_cells_of_one_run_show_their_interval_and_whether_the_paper_lies_in_it(tmp_path):
+    by = {g.row: g.config for g in get_table("1").grid(GridOptions(limit_categories=("tile", "wood")))
+          if g.column == "RD"}
+    inside, outside = record(by["tile"], image_auroc=0.99), record(by["wood"], image_auroc=0.95)  # papers 99.3, 99.2
+    inside.metrics_ci = {"image_auroc": [0.980, 0.997]}
+    outside.metrics_ci = {"image_auroc": [0.93, 0.97]}
+    for i, rec in enumerate([inside, outside]):
+        write_record(rec, tmp_path / "res" / "runs" / f"r{i}.json")
+    html = render_report(tmp_path / "res", tmp_path / "out").read_text()
+    assert _row(html, "table1", "tile").startswith("99.0 [98.0, 99.7] \u2713 99.3 -0.3")
+    assert _row(html, "table1", "wood").startswith("95.0 [93.0, 97.0] 99.2 -4.2")
+    section = html.split('id="table1"', 1)[1].split("</table>", 1)[0]
+    assert section.count('class="consistent"') == 1 and 'title="consistent: the paper' in section
+    assert "[" not in _row(html, "table1", "textures average")  # an average: no interval
+    md = (tmp_path / "out" / "tables" / "table1.md").read_text()
+    assert "| tile | 99.0 [98.0, 99.7] \u2713 | 99.3 | -0.3 |" in md and "| wood | 95.0 [93.0, 97.0] | 99.2 |" in md
+    csv = pd.read_csv(tmp_path / "out" / "tables" / "table1.csv")
+    assert csv[(csv.row == "tile") & (csv.column == "RD")].iloc[0].ci_low == pytest.approx(98.0)

@@ -1,10 +1,13 @@
 """Regression baselines: per cell (a run's settings without its seed) and metric, the mean and spread
-over seeds; ``check`` compares fresh records against it and says what moved."""
+over seeds; ``check`` compares fresh records against it and says what moved. ``save_baseline`` also copies each
+cell's scores sidecars into ``<baseline>.scores/`` (named in the cell's ``scores``), what ``check --stat``
+(``rdbench.bench.baseline_stat``) needs for its paired bootstrap."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,7 +16,7 @@ from pathlib import Path
 from rdbench import __version__
 from rdbench.config import RunConfig
 from rdbench.records.schema import RunRecord
-from rdbench.records.store import read_records, write_json
+from rdbench.records.store import read_records, sidecar_of, write_json
 
 SCHEMA = 1
 DEFAULT_FLOOR = 0.01  # absolute: one AUROC/PRO point; below that, CPU-kernel noise between machines
@@ -36,7 +39,15 @@ def cell_label(config: dict) -> str:
     return f"{c['protocol']}/{c['category']}/{c['backbone']} ({' '.join(extra)})"
 
 
-def _groups(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+def images_digest(record: RunRecord) -> str:
+    """Which test images a run scored, in which order, with which labels (its per-image paths and labels): two runs
+    are paired image by image only when these agree."""
+    cols = [record.per_image.get("path"), record.per_image.get("label")]
+    return hashlib.sha256(json.dumps(cols, default=str).encode()).hexdigest()[:16]
+
+
+def group_cells(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The successful records by cell (``cell_key``): the one grouping of baselines and ``rdbench compare``."""
     out: dict[str, list[RunRecord]] = {}
     for r in records:
         if r.ok:
@@ -44,10 +55,36 @@ def _groups(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     return out
 
 
+def scores_folder(baseline_file: Path | str) -> Path:
+    """Where a baseline keeps its cells' sidecars: ``<baseline file name>.scores/`` beside it."""
+    p = Path(baseline_file)
+    return p.with_name(p.name + ".scores")
+
+
+def _keep_scores(key: str, recs: list[RunRecord], results_dir: Path, out: Path) -> dict | None:
+    """Copy a cell's sidecars into the baseline's scores folder: {seed: path relative to the baseline's folder}, or
+    None unless every seed has one (a paired comparison of part of the seeds would not be the baseline's mean)."""
+    sides = [sidecar_of(r, results_dir) for r in recs]
+    if not all(s is not None and s.is_file() for s in sides):
+        return None
+    folder = scores_folder(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = {}
+    for r, side in zip(recs, sides):
+        shutil.copyfile(side, folder / f"{key}_{r.config.seed}.npz")
+        kept[str(r.config.seed)] = f"{folder.name}/{key}_{r.config.seed}.npz"
+    return kept
+
+
 def save_baseline(results_dir: Path | str, out: Path | str, floor: float = DEFAULT_FLOOR) -> dict:
     records = read_records(Path(results_dir))
+    groups = group_cells(records)
+    if not groups:
+        raise ValueError(f"no successful run records under {Path(results_dir) / 'runs'}; nothing to baseline")
+    for old in scores_folder(out).glob("*.npz"):  # a re-saved baseline keeps no sidecar of cells it no longer has
+        old.unlink()
     cells = {}
-    for key, recs in sorted(_groups(records).items()):
+    for key, recs in sorted(groups.items()):
         metrics = {}
         for name in sorted({m for r in recs for m, v in r.metrics.items() if v is not None}):
             values = [r.metrics[name] for r in recs if r.metrics.get(name) is not None]
@@ -56,9 +93,11 @@ def save_baseline(results_dir: Path | str, out: Path | str, floor: float = DEFAU
         config = recs[0].config.to_dict()
         config.pop("seed")
         cells[key] = {"label": cell_label(recs[0].config.to_dict()), "config": config,
-                      "seeds": sorted(r.config.seed for r in recs), "metrics": metrics}
-    if not cells:
-        raise ValueError(f"no successful run records under {Path(results_dir) / 'runs'}; nothing to baseline")
+                      "seeds": sorted(r.config.seed for r in recs), "metrics": metrics,
+                      "data_fingerprint": recs[0].data_fingerprint, "images": images_digest(recs[0])}
+        scores = _keep_scores(key, recs, Path(results_dir), Path(out))
+        if scores:
+            cells[key]["scores"] = scores
     baseline = {"schema": SCHEMA, "rdbench": __version__, "floor": floor,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "commits": sorted({str(r.environment.get("commit")) for r in records}),
@@ -76,6 +115,9 @@ class Row:
     fresh: float | None
     tolerance: float | None
     status: str  # ok | REGRESSION | improved | MISSING
+    low: float | None = None  # --stat: the 95% paired interval of fresh - baseline
+    high: float | None = None
+    note: str = ""  # --stat: why a metric fell back to the tolerance rule
 
     @property
     def delta(self) -> float | None:
@@ -142,7 +184,7 @@ def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float |
     baseline = load_baseline(baseline_file)
     cells = baseline["cells"]
     floor = baseline.get("floor", DEFAULT_FLOOR) if floor is None else floor
-    fresh = _groups(read_records(Path(results_dir)))
+    fresh = group_cells(read_records(Path(results_dir)))
     rows = []
     for key, cell in cells.items():
         recs = fresh.get(key, [])
@@ -163,8 +205,11 @@ def format_rows(rows: list[Row], only_problems: bool = False) -> str:
         return "-" if v is None else (f"{100 * v:+.2f}" if sign else f"{100 * v:.2f}")
 
     shown = [r for r in rows if not only_problems or r.status in ("REGRESSION", "MISSING")]
-    lines = [f"{'status':<11}{'metric':<13}{'baseline':>9}{'fresh':>8}{'delta':>8}{'tol':>7}  cell"]
+    stat = any(r.low is not None for r in rows)  # --stat: the interval instead of the tolerance rule
+    ci = f"{'95% CI':>17}" if stat else ""
+    lines = [f"{'status':<11}{'metric':<13}{'baseline':>9}{'fresh':>8}{'delta':>8}{'tol':>7}{ci}  cell"]
     for r in shown:
+        ci = ("" if not stat else f"{'':>17}" if r.low is None else f"{f'[{f(r.low, True)}, {f(r.high, True)}]':>17}")
         lines.append(f"{r.status:<11}{r.metric:<13}{f(r.baseline):>9}{f(r.fresh):>8}{f(r.delta, True):>8}"
-                     f"{f(r.tolerance):>7}  {r.label}")
+                     f"{f(r.tolerance):>7}{ci}  {r.label}" + (f"  ({r.note})" if r.note else ""))
     return "\n".join(lines)

@@ -89,6 +89,9 @@ class Cell:
     values: list[float] = field(default_factory=list)  # reproduced, percent, one per seed
     random_teacher: bool = False
     count: int | None = None  # for averages: how many cells entered it
+    # percent: the 95% interval over the test images (the record's metrics_ci) of a cell fed by one record; None
+    # for several seeds or an average (their interval would need the seeds' spread too)
+    ci: tuple[float, float] | None = None
 
     @property
     def n(self) -> int:
@@ -158,6 +161,7 @@ class PaperTable:
             if (g.row, g.column) not in order:
                 order.append((g.row, g.column))
         out: dict[tuple[str, str, str], Cell] = {}
+        feeds: dict[tuple[str, str, str], list] = {}  # the interval (or None) of every value entering a cell
         for row, column in order:
             for metric, _ in self.metrics:
                 out[(row, column, metric)] = Cell(row, column, metric, self.paper_value(row, column, metric))
@@ -180,6 +184,14 @@ class PaperTable:
                     cell = out[(g.row, g.column, metric)]
                     cell.values.append(value)
                     cell.random_teacher |= rec.random_teacher
+                    # the record's interval is that of its own metric: only where the value is that metric
+                    ci = rec.metrics_ci.get(metric) if source == "final" and g.score_layers is None else None
+                    same = ci and rec.metric(metric) is not None and value == 100.0 * rec.metric(metric)
+                    feeds.setdefault((g.row, g.column, metric), []).append(
+                        (100.0 * ci[0], 100.0 * ci[1]) if same else None)
+        for key, cis in feeds.items():
+            if len(cis) == 1 and cis[0] is not None:
+                out[key].ci = cis[0]
         cells = list(out.values())
         columns = list(dict.fromkeys(c for _, c in order))
         for avg_row, members in self.average_rows().items():
@@ -239,7 +251,8 @@ def cells_frame(cells: list[Cell]):
 
     return pd.DataFrame([{"row": c.row, "column": c.column, "metric": c.metric, "paper": c.paper,
                           "reproduced": c.mean, "std": c.std, "n": c.n, "diff": c.diff,
-                          "random_teacher": c.random_teacher, "cells_averaged": c.count} for c in cells])
+                          "random_teacher": c.random_teacher, "cells_averaged": c.count,
+                          "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None} for c in cells])
 
 
 def _fmt(v: float | None, width: int, digits: int = 1, sign: bool = False) -> str:

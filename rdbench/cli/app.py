@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rdbench.cli import fetch, perf, results, run, sweep
+from rdbench.cli import compare, fetch, perf, results, run, sweep
 
 app = typer.Typer(no_args_is_help=True, add_completion=True,
                   help="Benchmark and reproducibility harness for RD4AD (Reverse Distillation, CVPR 2022).")
@@ -42,6 +42,7 @@ app.command()(sweep.reproduce)
 app.command("fetch")(fetch.fetch)
 app.command()(results.report)
 app.command()(results.runs)
+app.command("compare")(compare.compare)
 app.command("profile")(perf.profile)
 app.command()(perf.parity)
 

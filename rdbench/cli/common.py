@@ -110,11 +110,11 @@ def default_report_dir(results: Path) -> Path:
     return Path(results) / "report"
 
 
-def render(results: Path, out: Path | None = None, title: str | None = None) -> Path:
+def render(results: Path, out: Path | None = None, title: str | None = None, compare_to: Path | None = None) -> Path:
     from rdbench.report import render_report
 
     out = out or default_report_dir(results)
     try:
-        return render_report(results, out, title=title)
+        return render_report(results, out, title=title, compare_to=compare_to)
     except OSError as exc:
         fail(f"cannot write the report to {out}: {exc}")

@@ -49,12 +49,14 @@ def report(
     out: Annotated[Path, Opt(help="folder for index.html and tables/ (default: <results>/report)",
                              show_default=False)] = None,
     title: Annotated[str, Opt(help="page title (default: the results folder's name)", show_default=False)] = None,
+    compare_to: Annotated[Path, Opt(help="results folder A: the page gets a section comparing these results (B) "
+                                         "with A, as rdbench compare --a A --b B", show_default=False)] = None,
 ) -> None:
     """Render the HTML report: paper tables vs ours, Fig. 5-7 style figures, runs, provenance (one file)."""
-    problem = layout_problem(results)
+    problem = layout_problem(results) or (compare_to is not None and layout_problem(compare_to, needs_runs=True))
     if problem:
         fail(problem)
-    typer.echo(f"report: {render(results, out or default_report_dir(results), title)}")
+    typer.echo(f"report: {render(results, out or default_report_dir(results), title, compare_to)}")
 
 
 def runs(
@@ -115,10 +117,14 @@ def baseline_check(
     allow_stale: Annotated[bool, Opt(help="accept records made by other code than the running one (by default "
                                           "they fail the check: they would compare old code with the baseline)")]
     = False,
+    stat: Annotated[bool, Opt("--stat", help="a regression is a drop whose paired 95% interval (bootstrap over the "
+                                            "same test images) lies wholly below -floor; needs a baseline saved "
+                                            "with scores sidecars")] = False,
 ) -> None:
-    """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance, a missing cell, or a
-    record not made by the running code."""
+    """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance (--stat: a drop whose
+    paired interval lies wholly below -floor), a missing cell, or a record not made by the running code."""
     from rdbench.bench.baseline import check, format_rows
+    from rdbench.bench.baseline_stat import check_stat
     from rdbench.bench.reuse import short, stale_records
     from rdbench.records.provenance import code_fingerprint
     from rdbench.records.store import read_records
@@ -131,7 +137,7 @@ def baseline_check(
              f"pass --allow-stale to check them anyway", code=1)
 
     try:
-        rows = check(baseline, results, tolerance=tolerance, floor=floor)
+        rows = (check_stat if stat else check)(baseline, results, tolerance=tolerance, floor=floor)
     except (OSError, ValueError) as exc:
         fail(str(exc))
     bad = [r for r in rows if r.status in ("REGRESSION", "MISSING")]

@@ -68,6 +68,12 @@ def scores_path(record_json: Path | str) -> Path:
     return p.with_name(p.stem + SCORES_SUFFIX)
 
 
+def sidecar_of(record: RunRecord, results_dir: Path | str) -> Path | None:
+    """The sidecar a record read from ``<results_dir>/runs`` names (``scores_file``, a name beside the record), or
+    None when it names none (records written before sidecars, or whose intervals could not be computed)."""
+    return Path(results_dir) / "runs" / Path(record.scores_file).name if record.scores_file else None
+
+
 def write_record(record: RunRecord, path: Path | str) -> Path:
     """The record's JSON and, when it carries its scores (``record.scores``: anything with ``to_npz(file)``),
     their sidecar first, so a record never names a sidecar that is not there."""

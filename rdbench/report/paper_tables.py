@@ -33,6 +33,8 @@ class CellView:
     missing: bool
     count: str  # average rows: "cells present/cells in the grid"
     title: str  # tooltip: the seeds' values
+    ci: str = ""  # "[low, high]": the 95% interval of a cell fed by one run (Cell.ci)
+    consistent: bool = False  # the paper's value lies inside that interval
 
 
 @dataclass
@@ -86,12 +88,14 @@ def cell_view(c: Cell, members: int | None) -> CellView:
     d = DIGITS.get(c.metric, 1)
     ours = _num(c.mean, c.metric) + (f" \u00b1 {c.std:.{d}f}" if c.std is not None else "")
     seeds = ", ".join(f"{v:.{d}f}" for v in c.values)
+    ci = f"[{c.ci[0]:.{d}f}, {c.ci[1]:.{d}f}]" if c.ci else ""
     return CellView(ours=ours, paper="n/a" if c.paper is None else _num(c.paper, c.metric),
                     diff="" if c.diff is None else f"{c.diff:+.{d}f}", shade=_shade(c),
                     random_teacher=c.random_teacher, missing=c.mean is None,
                     count="" if c.count is None else f"{c.count}/{members}",
                     title=(f"mean of {c.n} seeds: {seeds}" if c.n > 1 else "") if c.count is None else
-                    f"mean of {c.count} of {members} rows present")
+                    f"mean of {c.count} of {members} rows present", ci=ci,
+                    consistent=bool(c.ci) and c.paper is not None and c.ci[0] <= c.paper <= c.ci[1])
 
 
 def blocks(table: PaperTable, cells: list[Cell]) -> list[Block]:
@@ -263,10 +267,14 @@ def markdown(view: TableView) -> str:
             vals = [row]
             for c in cells:
                 vals += ["", "", ""] if c is None else [
-                    c.ours + (" *" if c.random_teacher else "") + (f" (avg of {c.count})" if c.count else ""), c.paper,
+                    c.ours + (f" {c.ci}" if c.ci else "") + (" \u2713" if c.consistent else "")
+                    + (" *" if c.random_teacher else "") + (f" (avg of {c.count})" if c.count else ""), c.paper,
                     c.diff]
             lines.append("| " + " | ".join(map(esc, vals)) + " |")
         lines.append("")
+    if any(c.ci for c in view.cells):
+        lines.append("[low, high]: the 95% bootstrap interval over the test images of a cell fed by one run; "
+                     "\u2713: the paper's value lies inside it (consistent)")
     if any(c.random_teacher for c in view.cells):
         lines.append("\\* fed by runs with a RANDOM teacher: not comparable with the paper")
     return "\n".join(lines) + "\n"

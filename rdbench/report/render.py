@@ -110,10 +110,14 @@ def _figure(what: str, draw, records: list[RunRecord], warn: list[str]) -> str |
     return uri
 
 
-def render_report(results_dir: Path | str, out_dir: Path | str, title: str | None = None) -> Path:
+def render_report(results_dir: Path | str, out_dir: Path | str, title: str | None = None,
+                  compare_to: Path | str | None = None) -> Path:
     """Write ``out_dir/index.html`` (self-contained) and ``out_dir/tables/<table>.csv|.md``; return the page.
-    Unreadable records are skipped with a warning on stderr and on the page."""
+    Unreadable records are skipped with a warning on stderr and on the page. ``compare_to``: a results folder A
+    this one (B) is compared with, in a section of its own (``rdbench.report.comparison``)."""
     import jinja2
+
+    from rdbench.report.comparison import comparison_view
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, sweeps, warn = load(results_dir)
@@ -124,6 +128,7 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
     loss = _figure("loss curves", figures.loss_curves, records, warn)
     curves = _figure("metric curves", figures.metric_curves, records, warn)
     metric_names, runs = runs_rows(records)
+    comparison = comparison_view(Path(compare_to), results_dir) if compare_to is not None else None
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("report.html.j2").render(
@@ -132,7 +137,7 @@ def render_report(results_dir: Path | str, out_dir: Path | str, title: str | Non
         records=records, n_ok=sum(r.ok for r in records), views=views, table_notes=table_notes,
         warnings=warn + warnings_about(records), hist=hist, loss=loss, curves=curves,
         galleries=figures.galleries(records), colorbar=figures.colorbar_css(), metric_names=metric_names, runs=runs,
-        prov=provenance(records), pro_note=PRO_NOTE, n_sweeps=len(sweeps), speed=speed)
+        prov=provenance(records), pro_note=PRO_NOTE, n_sweeps=len(sweeps), speed=speed, comparison=comparison)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables_dir = out_dir / "tables"
     tables_dir.mkdir(exist_ok=True)
