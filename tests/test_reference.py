@@ -75,9 +75,11 @@ def test_reference_maps_equal_fast_maps(model, test_set):
 def test_reference_evaluation_equals_fast_evaluation(model, test_set):
     fast = evaluate(model, test_set, (1, 2, 3), 4.0, CPU, batch_size=4, keep_maps=True)
     ref = reference_evaluate(reference_model_from(model), test_set, keep_maps=True)
-    assert set(ref.metrics) == set(fast.metrics)
-    for name, value in fast.metrics.items():
-        assert value == pytest.approx(ref.metrics[name], abs=1e-4), name
+    # the reference restates the paper's metrics; the ones current benchmarks add are held to sklearn and to a
+    # restatement of MVTec's script in tests/test_metrics_extended.py
+    assert set(ref.metrics) == {"image_auroc", "pixel_auroc", "pro_mvtec", "pro_rd4ad"} <= set(fast.metrics)
+    for name, value in ref.metrics.items():
+        assert fast.metrics[name] == pytest.approx(value, abs=1e-4), name
     assert np.abs(fast.maps - ref.maps).max() < 1e-5
     np.testing.assert_allclose(fast.per_image["score"], ref.scores, atol=1e-5)
 
