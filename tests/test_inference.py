@@ -14,6 +14,8 @@ from rdbench.engine.inference import (
     fast_predict,
     fold_batchnorm,
     prepare_for_inference,
+    release_free_memory,
+    unused_modules,
 )
 from rdbench.models.rd import build_rd_model
 
@@ -62,6 +64,29 @@ def test_prepare_for_inference_works_on_a_copy(model):
     assert unpacked.decoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="prepack"):
         prepare_for_inference(model, "cpu", channels_last=False, prepack=True)
+
+
+def test_the_copy_skips_what_scoring_never_runs(model):
+    prepared = prepare_for_inference(model, "cpu")
+    assert prepared.bottleneck.conv4 is None and prepared.bottleneck.bn4 is None
+    assert isinstance(model.bottleneck.conv4, nn.Conv2d)  # the trained model keeps its parameters (checkpoints)
+    assert unused_modules(prepared) == [] and len(unused_modules(model)) == 2
+
+
+def test_consume_converts_the_model_in_place_to_one_copy_of_its_weights():
+    torch.manual_seed(3)
+    model = randomise_batchnorm(build_rd_model("resnet18", "none"), 3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    expected = predict_maps(model, x, (1, 2, 3), 4.0)
+    dense = {id(p) for p in model.parameters()}
+    prepared = prepare_for_inference(model, "cpu", consume=True)
+    assert prepared is model and model.rdbench_inference_only and model.bottleneck.conv4 is None
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert (fast_predict(prepared, x) - expected).abs().max() < 1e-5
+    packed = [m for m in model.modules() if isinstance(m, PackedConv2d)]
+    assert packed and all(m.packed is not None and m.weight_dense is None for m in packed)  # no plain copy beside
+    assert not dense & {id(p) for p in model.parameters()}  # no parameter of the trained modules is left
+    release_free_memory()  # callable anywhere; a no-op without glibc
 
 
 def test_packed_convolution_and_pixel_shuffle_deconv_equal_the_originals():

@@ -35,13 +35,20 @@ def test_profile_result_has_documented_keys_and_sane_values():
     assert set(r["ratios"]) >= {"latency_ms", "throughput_ips", "peak_memory_mb", "train_throughput_ips"}
     assert all(v["value"] > 0 for v in r["ratios"].values())
     assert r["agreement"]["max_abs_map_diff"] < 1e-5
+    roof = r["roofline"]
+    assert set(roof["flops_per_image"]) == {"teacher", "student", "inference", "train_step"}
+    assert roof["flops_per_image"]["train_step"] > 2 * roof["flops_per_image"]["student"]  # forward + backward
+    assert {"matmul_float32", "conv_float32", "matmul_bfloat16", "conv_bfloat16"} <= set(roof["calibration_gflops"])
+    assert set(roof["figures"]) == {"inference_batch1", "inference_batch", "train"}
+    assert all(0 < f["fraction_of_peak"] < 10 for f in roof["figures"].values())
     text = format_profile(r)
-    assert "latency_ms" in text and "reference" in text
+    assert "latency_ms" in text and "reference" in text and "of the best float32 calibration" in text
 
 
 def test_profile_without_reference_train_memory():
-    r = profile("resnet18", image_size=64, batch_size=2, repeats=1, reference=False, train=False, memory=False)
-    assert r["reference"] is None and r["ratios"] == {} and r["agreement"] is None
+    r = profile("resnet18", image_size=64, batch_size=2, repeats=1, reference=False, train=False, memory=False,
+                roofline=False)
+    assert r["roofline"] is None and r["reference"] is None and r["ratios"] == {} and r["agreement"] is None
     train_fig = r["fast"]["train_throughput_ips"]
     assert train_fig["value"] is None and "train=False" in train_fig["note"]
     assert r["fast"]["latency_ms"]["value"] > 0
@@ -50,7 +57,7 @@ def test_profile_without_reference_train_memory():
 
 def test_profile_reports_amp_effect():
     r = profile("resnet18", image_size=64, batch_size=2, repeats=1, reference=False, train=False, memory=False,
-                amp="bf16")
+                amp="bf16", roofline=False)
     a = r["amp_effect"]
     assert a["dtype"] == "torch.bfloat16" and 0 <= a["max_abs_map_diff_relative_to_range"] < 0.1
     assert r["fast_settings"]["amp"] == "bf16"

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from rdbench.config import RunConfig
 from rdbench.engine.device import autocast, check_amp
+from rdbench.engine.fast_step import adam, one_pixel_convolutions, reuse_heap
 from rdbench.engine.feature_cache import TeacherFeatureCache
 from rdbench.engine.losses import distillation_loss
 from rdbench.models.rd import RDModel, select_layers
@@ -191,7 +192,11 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     an fp16 overflow that the scaler would have skipped: a run is either float-clean or reported)."""
     amp = check_amp(config.amp, device)
     model.to(device)
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas)
+    if device.type == "cpu":
+        reuse_heap()  # rdbench.engine.fast_step: the step's buffers are reused, not zero-filled again by the kernel
+    batches = _Batches(dataset, config.batch_size)
+    # fused on CUDA, and on the CPU for small images (32 px), where Adam is a quarter of the step: fast_step.adam
+    opt = adam(model.trainable_parameters(), config.lr, config.betas, device, batches.one_by_one_bottleneck)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # a pass-through when disabled
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
@@ -211,47 +216,48 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         model.to(device)
         if events is not None:
             events.resumed(start_epoch)
-    batches = _Batches(dataset, config.batch_size)
     features = TeacherFeatureCache(model.teacher, batches.n, device, feature_cache_bytes)
     t0 = time.perf_counter()
     schedule = CheckpointSchedule(checkpoint_every_s, t0)
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.category}", disable=not progress,
                initial=start_epoch, total=config.epochs, leave=False)
-    for epoch in bar:
-        model.train()
-        # The epoch's loss is summed on the device (in float64: the same bits as summing Python floats) and
-        # read once per epoch: reading it at every step would make the CPU wait for the GPU at every step.
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        count = 0
-        for idx in batches.epoch_indices(generator):
-            t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, non_blocking=True))
-            with autocast(device, amp):
-                s = model.student(t)
-            if amp != "none":
-                s = [x.float() for x in s]
-            loss = distillation_loss(config.loss, select_layers(t, config.layers),
-                                     select_layers(s, config.layers))
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            total += loss.detach().double() * idx.numel()
-            count += idx.numel()
-        mean = float(total) / count
-        if not math.isfinite(mean):  # the epoch is not recorded and no checkpoint is written from it
-            raise TrainingError(f"loss became {mean} at epoch {epoch + 1}; lower --lr or check the input data",
-                                epoch=epoch + 1, loss_curve=result.loss_curve)
-        result.loss_curve.append(mean)
-        result.images_seen += count
-        bar.set_postfix(loss=f"{mean:.4f}")
-        if on_epoch is not None:
-            on_epoch(epoch + 1, mean)
-        if checkpoint is not None and epoch + 1 < config.epochs and schedule.due(time.perf_counter()):
-            began = time.perf_counter()
-            nbytes = _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler, carry)
-            schedule.wrote(began, time.perf_counter(), nbytes)
-        if events is not None:
-            events.epoch(epoch + 1, config.epochs)
+    # one-pixel maps of the student (32 px inputs) as matrix products: rdbench.engine.fast_step
+    with one_pixel_convolutions((model.bottleneck, model.decoder)):
+        for epoch in bar:
+            model.train()
+            # The epoch's loss is summed on the device (in float64: the same bits as summing Python floats) and
+            # read once per epoch: reading it at every step would make the CPU wait for the GPU at every step.
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            count = 0
+            for idx in batches.epoch_indices(generator):
+                t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, non_blocking=True))
+                with autocast(device, amp):
+                    s = model.student(t)
+                if amp != "none":
+                    s = [x.float() for x in s]
+                loss = distillation_loss(config.loss, select_layers(t, config.layers),
+                                         select_layers(s, config.layers))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total += loss.detach().double() * idx.numel()
+                count += idx.numel()
+            mean = float(total) / count
+            if not math.isfinite(mean):  # the epoch is not recorded and no checkpoint is written from it
+                raise TrainingError(f"loss became {mean} at epoch {epoch + 1}; lower --lr or check the input data",
+                                    epoch=epoch + 1, loss_curve=result.loss_curve)
+            result.loss_curve.append(mean)
+            result.images_seen += count
+            bar.set_postfix(loss=f"{mean:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch + 1, mean)
+            if checkpoint is not None and epoch + 1 < config.epochs and schedule.due(time.perf_counter()):
+                began = time.perf_counter()
+                nbytes = _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler, carry)
+                schedule.wrote(began, time.perf_counter(), nbytes)
+            if events is not None:
+                events.epoch(epoch + 1, config.epochs)
     result.seconds = time.perf_counter() - t0
     result.feature_cache = features.info()
     result.checkpoints, result.checkpoint_write_s = schedule.count, schedule.write_s

@@ -36,6 +36,10 @@ def ocbe_bottleneck(spec: BackboneSpec, resnet: ResNet) -> nn.Module:
     return OCBE(spec.block, spec.ocbe_blocks, spec.base_width)
 
 
+# Built from the spec alone: build_rd_model frees the teacher's unused layer4 and fc before building it.
+ocbe_bottleneck.reads_resnet = False
+
+
 def select_layers(feats: list[torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
     """The features of ``layers`` (1-based, Table 7) out of the three the teacher and the student give."""
     return [feats[i - 1] for i in layers]
@@ -77,6 +81,11 @@ def build_rd_model(backbone: str, weights: str = "imagenet", bottleneck: str = "
     spec = BACKBONES.get(backbone)
     make_neck = BOTTLENECKS.get(bottleneck)
     resnet, weights_info = build_teacher(backbone, weights)
+    teacher = Teacher(resnet)  # draws nothing
+    if not getattr(make_neck, "reads_resnet", True):
+        # layer4 and fc are drawn (the authors' RNG chain) but never used: freed before the student is built, so
+        # building peaks at the model's own size, not at the authors' full ResNet plus the student (WRN50: 168 MB)
+        resnet = None
     neck = make_neck(spec, resnet)
     decoder = Decoder(spec.block, spec.decoder_layers, spec.base_width)
-    return RDModel(Teacher(resnet), neck, decoder, weights_info, backbone, bottleneck)
+    return RDModel(teacher, neck, decoder, weights_info, backbone, bottleneck)

@@ -29,7 +29,7 @@ def _memory_worker(spec: dict, sampler: RssSampler | None = None) -> dict:
     torch.manual_seed(0)
     layers, sigma, size = tuple(spec["layers"]), spec["sigma"], spec["image_size"]
     if spec["mode"] == "fast":
-        model = prepare_for_inference(build_rd_model(spec["backbone"], spec["weights"]), "cpu", inplace=True,
+        model = prepare_for_inference(build_rd_model(spec["backbone"], spec["weights"]), "cpu", consume=True,
                                       **spec["options"])
 
         def run(x: torch.Tensor) -> None:

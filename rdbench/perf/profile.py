@@ -12,6 +12,7 @@ one process so that other load on the machine mostly cancels out of the ratios.
      "ratios": {name: {"value", "better", "description"}},   # fast / reference; empty without reference
      "agreement": {"max_abs_map_diff", "description"},        # fast maps vs reference maps, same input
      "amp_effect": {...} or None,                             # with amp: bf16 maps vs float32 maps
+     "roofline": {...} or None,                               # FLOPs, GFLOP/s, fraction of a calibration
      "seconds": wall time of the whole profile}
 
     FIGURES = {"latency_ms", "throughput_ips", "peak_memory_mb", "process_peak_memory_mb",
@@ -67,7 +68,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
             channels_last: bool | None = None, fold_bn: bool = True, pixel_shuffle: bool = True,
             prepack: bool | None = None, amp: str | None = None, compile: bool = False,
             layers: tuple[int, ...] = (1, 2, 3), sigma: float = 4.0, train_epochs: int | None = None,
-            seed: int = 0) -> dict:
+            seed: int = 0, roofline: bool = True) -> dict:
     """Profile inference and training of ``backbone`` at ``image_size`` on ``device`` (see the module
     docstring for the result). ``repeats``: timed runs per figure after warm-up (default 3 on CPU, 20 on
     CUDA); the median is reported. ``reference``: also measure the authors' procedure and the ratios.
@@ -75,7 +76,9 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     epochs, or ``train_epochs``; the first fills the feature cache and is reported on its own).
     ``memory``: peak memory (CPU: two fresh worker processes; CUDA: max_memory_allocated).
     ``amp``: "bf16"/"fp16" autocast for the fast path; its effect on the maps is reported. ``compile``:
-    torch.compile the prepared networks (compilation happens in the warm-up, outside the timed runs)."""
+    torch.compile the prepared networks (compilation happens in the warm-up, outside the timed runs).
+    ``roofline``: the FLOPs of the pipeline and the fraction of this machine's peak achieved
+    (``rdbench.perf.roofline``; the calibration adds a few seconds)."""
     t_start = time.perf_counter()
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -105,6 +108,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     agreement, amp_effect = measure_agreement(s), measure_amp_effect(s)
     memory_figures(s, fast, ref, memory)
     cache = training_figures(s, fast, ref, train, train_epochs)
+    roof = _roofline(s, fast) if roofline else None
     ratios: dict = {}
     if ref_model is not None:
         for key, (better, desc) in _RATIOS.items():
@@ -117,5 +121,16 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
                        "threads": torch.get_num_threads(), "platform": platform.platform()},
             "fast_settings": {**options, "amp": amp, "inference_mode": True, "feature_cache": cache},
             "fast": fast, "reference": ref if ref_model is not None else None,
-            "ratios": ratios, "agreement": agreement, "amp_effect": amp_effect,
+            "ratios": ratios, "agreement": agreement, "amp_effect": amp_effect, "roofline": roof,
             "seconds": time.perf_counter() - t_start}
+
+
+def _roofline(s: Session, fast: dict) -> dict:
+    from rdbench.perf.roofline import calibrate, pipeline_flops
+    from rdbench.perf.roofline import roofline as make_roofline
+
+    latency = fast["latency_ms"]["value"]
+    rates = {"inference_batch1": 1000.0 / latency if latency else None,
+             "inference_batch": fast["throughput_ips"]["value"], "train": fast["train_throughput_ips"]["value"]}
+    return make_roofline(pipeline_flops(s.model, s.image_size, s.layers), rates, calibrate(s.dev),
+                         "bfloat16" if s.amp == "bf16" else "float32")

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from rdbench.config import RunConfig
 from rdbench.engine.device import AMP_DTYPES, synchronize
-from rdbench.engine.inference import cpu_micro_batch, fast_predict
+from rdbench.engine.inference import cpu_micro_batch, fast_predict, unused_modules
 from rdbench.models.rd import RDModel, build_rd_model
 from rdbench.perf.memory import measure_peak_memory
 
@@ -151,10 +151,11 @@ def inference_figures(s: Session, fast: dict, ref: dict) -> None:
         _median(thr_fast), "images/s",
         f"batch of {s.batch_size}: the same pipeline on a batch{micro}; images per second (batch size / median "
         f"time of {s.repeats}); {s.what}", s.name, thr_fast)
+    unused = {id(p) for parent, name in unused_modules(s.model) for p in getattr(parent, name).parameters()}
     fast["param_memory_mb"] = _figure(
-        _bytes_mb(s.model.parameters()), "MB",
-        "parameters held by the fast path: teacher stem + layer1-3, bottleneck (OCBE, incl. its unused "
-        "conv4/bn4 as in the authors' code) and decoder; buffers (BN statistics) excluded", s.name)
+        _bytes_mb(p for p in s.model.parameters() if id(p) not in unused), "MB",
+        "parameters held by the fast path: teacher stem + layer1-3, bottleneck (OCBE without its unused "
+        "conv4/bn4, which the inference copy drops) and decoder; buffers (BN statistics) excluded", s.name)
     if s.ref_model is None:
         return
     ref["latency_ms"] = _figure(

@@ -63,6 +63,15 @@ def format_profile(result: dict) -> str:
         lines.append(f"amp {a['amp']}: max map diff {a['max_abs_map_diff']:.2e} "
                      f"({a['max_abs_map_diff_relative_to_range']:.2e} of the map range), max score rel. diff "
                      f"{a['max_rel_score_diff']:.2e}; float32 throughput {a['float32_throughput_ips']:.3g} images/s")
+    roof = result.get("roofline")
+    if roof:
+        g = {k: v / 1e9 for k, v in roof["flops_per_image"].items()}
+        lines.append(f"FLOPs per image: inference {g['inference']:.3g} G (teacher {g['teacher']:.3g}, student "
+                     f"{g['student']:.3g}), training step {g['train_step']:.3g} G; calibration "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in roof["calibration_gflops"].items()) + " GFLOP/s")
+        for key, f in roof["figures"].items():
+            lines.append(f"  {key}: {f['achieved_gflops']:.1f} GFLOP/s = {f['fraction_of_peak']:.0%} of the best "
+                         f"{roof['peak_dtype']} calibration ({roof['peak_gflops']:.0f} GFLOP/s)")
     cache = result["fast_settings"].get("feature_cache")
     if cache:
         lines.append(f"feature cache: active={cache['active']}, {cache['bytes'] / 2**20:.0f} MiB"
