@@ -11,8 +11,10 @@ from rdbench.engine.evaluate import predict_maps
 from rdbench.engine.inference import (
     PackedConv2d,
     PixelShuffleDeconv,
+    cpu_micro_batch,
     fast_predict,
     fold_batchnorm,
+    inference_options,
     prepare_for_inference,
     release_free_memory,
     unused_modules,
@@ -163,3 +165,32 @@ def test_compiled_inference_equals_eager(model):
     assert (fast_predict(compiled, x) - predict_maps(model, x, (1, 2, 3), 4.0)).abs().max() < 1e-5
     with pytest.raises(ValueError, match="exclude each other"):
         prepare_for_inference(model, "cpu", prepack=True, compile=True)
+
+
+def test_bfloat16_copy_casts_the_weights_once_and_packs_them(model):
+    """The CPU's bf16 scoring (inference_options): weights cast once after folding and packed, the images cast to
+    bf16 by fast_predict; its maps are autocast's arithmetic, close to float32 as bf16 allows."""
+    assert inference_options("bf16", torch.device("cpu")) == {"dtype": "bfloat16"}
+    assert inference_options("bf16", torch.device("cuda")) == {"prepack": False}  # autocast there
+    assert inference_options("none", torch.device("cpu")) == {}
+    low = prepare_for_inference(model, "cpu", dtype="bfloat16")
+    packed = [m for m in low.modules() if isinstance(m, PackedConv2d)]
+    assert packed and all(m.dtype == torch.bfloat16 for m in packed)
+    assert all(p.dtype == torch.bfloat16 for p in low.parameters())
+    assert cpu_micro_batch(low, (256, 256)) > cpu_micro_batch(prepare_for_inference(model, "cpu"), (256, 256))
+    seen = []
+    hook = low.teacher.layer3.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    x = torch.randn(3, 3, 64, 64)
+    maps = fast_predict(low, x)
+    hook.remove()
+    assert seen == [torch.bfloat16] and maps.dtype == torch.float64
+    auto = fast_predict(prepare_for_inference(model, "cpu", prepack=False), x, amp="bf16")
+    ref = fast_predict(prepare_for_inference(model, "cpu"), x)
+    span = float(ref.max() - ref.min())
+    assert (maps - ref).abs().max() < 0.1 * span
+    assert (maps - auto).abs().max() < 1e-3 * span  # the same bf16 arithmetic (equal on the CI CPU)
+    assert torch.equal(fast_predict(low, x, amp="bf16"), maps)  # amp is implied by the copy's dtype
+    with pytest.raises(ValueError, match="bfloat16"):
+        prepare_for_inference(model, "cpu", dtype=torch.float16)
+    with pytest.raises(ValueError, match="runs torch.bfloat16"):
+        packed[0](torch.randn(1, packed[0].in_channels, 8, 8).contiguous(memory_format=torch.channels_last))

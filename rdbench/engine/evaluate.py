@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rdbench import metrics
 from rdbench.engine.device import check_amp, synchronize
-from rdbench.engine.inference import fast_predict, prepare_for_inference
+from rdbench.engine.inference import fast_predict, inference_options, prepare_for_inference
 from rdbench.engine.scoring import anomaly_maps, gaussian_blur, image_scores, novelty_scores, sum_layers
 from rdbench.models.rd import RDModel, select_layers
 
@@ -80,8 +80,7 @@ def collect_maps(model: RDModel, dataset: Dataset, layers: tuple[int, ...], sigm
     t0 = time.perf_counter()
     net = model
     if fast and not getattr(model, "rdbench_inference_only", False):
-        # prepacked convolutions run float32 only, so an amp run keeps the other rewrites without them
-        net = prepare_for_inference(model, device, prepack=False if amp != "none" else None)
+        net = prepare_for_inference(model, device, **inference_options(amp, device))
     per_layer: list[torch.Tensor] = []
     for batch in loader:
         out = fast_predict(net, batch.image.to(device), layers, sigma, amp, keep_layers=keep_layers)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from rdbench.engine.inference import fast_predict, prepare_for_inference
+from rdbench.engine.inference import fast_predict, inference_options, prepare_for_inference
 from rdbench.models.rd import build_rd_model
 from rdbench.perf.rss import RssSampler
 
@@ -68,7 +68,7 @@ def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] =
     across exec (the parent's peak with the vfork that subprocess uses, or the parent's RSS at a plain
     fork), which would report the profiler's memory instead of the worker's; and ru_maxrss cannot be reset
     between the warm-up and the measured run. ``options``: keyword arguments of ``prepare_for_inference``
-    for the fast worker (default: its defaults; prepack off with amp).
+    for the fast worker (default: ``inference_options(amp)``: a bfloat16 copy under bf16).
     Returns {mode: {"peaks_mb": {batch: MB}, "process_peak_mb", "method", "rss_end_mb"}}."""
     # the sampler starts before torch is imported, so the whole-process peak includes the imports
     code = ("import json, sys; from rdbench.perf.rss import RssSampler; sampler = RssSampler().start(); "
@@ -83,7 +83,7 @@ def measure_peak_memory(backbone: str, image_size: int, modes: tuple[str, ...] =
             raise ValueError(f"unknown mode {mode!r}; valid: fast, reference")
         spec = {"mode": mode, "backbone": backbone, "image_size": image_size, "batches": list(batches),
                 "weights": weights, "layers": list(layers), "sigma": sigma, "amp": amp,
-                "options": dict(options or ({"prepack": False} if amp not in (None, "none") else {})),
+                "options": dict(options or inference_options(amp, "cpu")),
                 "threads": torch.get_num_threads()}
         procs[mode] = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True, env=env)

@@ -38,7 +38,7 @@ import time
 import torch
 
 from rdbench.engine.device import check_amp, device_name, resolve_device
-from rdbench.engine.inference import prepare_for_inference
+from rdbench.engine.inference import inference_options, prepare_for_inference
 from rdbench.models.rd import build_rd_model
 from rdbench.perf.profile_figures import (
     FIGURE_KEYS,
@@ -89,9 +89,9 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
         channels_last = not cuda
     torch.manual_seed(seed)
     model = build_rd_model(backbone, weights)
-    # prepacked convolutions run float32 only: with amp, the other rewrites are kept without them
+    # under amp: a bfloat16 copy on the CPU, autocast without packed convolutions elsewhere (inference_options)
     options = {"channels_last": channels_last, "fold_bn": fold_bn, "pixel_shuffle": pixel_shuffle,
-               "prepack": False if amp else prepack, "compile": compile}
+               "prepack": prepack, "compile": compile, **inference_options(amp, dev)}
     fast_model = prepare_for_inference(model, dev, **options)
     options["prepack"] = fast_model.rdbench_prepacked
     ref_model = None

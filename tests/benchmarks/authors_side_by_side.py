@@ -137,7 +137,8 @@ def fast_scores(model, img: torch.Tensor) -> torch.Tensor:
     return fast_predict(model, img).amax(dim=(1, 2)).cpu()
 
 
-def rdbench_train(images: torch.Tensor, backbone: str, batch_size: int, epochs: int, reference: bool) -> list[float]:
+def rdbench_train(images: torch.Tensor, backbone: str, batch_size: int, epochs: int, reference: bool,
+                  amp: str = "none") -> list[float]:
     from rdbench.config import RunConfig
     from rdbench.models.rd import build_rd_model
     from rdbench.perf.profile_figures import RandomImages
@@ -145,7 +146,7 @@ def rdbench_train(images: torch.Tensor, backbone: str, batch_size: int, epochs: 
     data = RandomImages(1, 8)
     data.images = images
     cfg = RunConfig(backbone=backbone, weights="none", epochs=epochs, batch_size=batch_size,
-                    image_size=images.shape[-1], seed=0, device="cpu")
+                    image_size=images.shape[-1], seed=0, device="cpu", amp=amp)
     stamps = [time.perf_counter()]
 
     def on_epoch(epoch: int, loss: float) -> None:
@@ -178,8 +179,8 @@ def timed(fn) -> float:
 
 
 def inference_figures(a, backbone: str, size: int, repeats: int, bf16: bool) -> dict:
-    """Batch-1 latency of the three sides and fast batch-8 throughput, interleaved; ``bf16``: also the fast path
-    under bf16 autocast (prepared without prepacking, which is float32 only)."""
+    """Batch-1 latency of the three sides and fast batch-8 throughput, interleaved; ``bf16``: also the fast path's
+    bfloat16 copy (weights cast once and packed: what ``--amp bf16`` scores with on the CPU)."""
     from rdbench.engine.inference import fast_predict, prepare_for_inference
     from rdbench.models.rd import build_rd_model
     from rdbench.perf.reference import reference_model_from, reference_predict
@@ -194,10 +195,10 @@ def inference_figures(a, backbone: str, size: int, repeats: int, bf16: bool) -> 
     runs = {"authors": lambda: authors_predict(a, theirs, x1), "fast": lambda: fast_scores(fast, x1),
             "reference": lambda: reference_predict(ref, x1).max()}
     batch_runs = {"fast": lambda: fast_scores(fast, x8)}
-    if bf16:
-        low = prepare_for_inference(build_rd_model(backbone, "none"), "cpu", prepack=False, consume=True)
-        runs["fast_bf16"] = lambda: fast_predict(low, x1, amp="bf16").amax(dim=(1, 2)).cpu()
-        batch_runs["fast_bf16"] = lambda: fast_predict(low, x8, amp="bf16").amax(dim=(1, 2)).cpu()
+    if bf16:  # the bfloat16 copy that --amp bf16 scores with on the CPU (rdbench.engine.inference_options)
+        low = prepare_for_inference(build_rd_model(backbone, "none"), "cpu", consume=True, dtype="bfloat16")
+        runs["fast_bf16"] = lambda: fast_predict(low, x1).amax(dim=(1, 2)).cpu()
+        batch_runs["fast_bf16"] = lambda: fast_predict(low, x8).amax(dim=(1, 2)).cpu()
     lat: dict[str, list[float]] = {k: [] for k in runs}
     batch8: dict[str, list[float]] = {k: [] for k in batch_runs}
     calls = ([(lat, side, fn, 1) for side, fn in runs.items()]
@@ -316,7 +317,8 @@ def train_worker(a_folder: str, side: str, backbone: str, data: str, batch_size:
     if side == "authors":
         a = load_authors(a_folder)
         return {"epoch_s": authors_train(a, authors_model(a, backbone), images, batch_size, epochs)}
-    return {"epoch_s": rdbench_train(images, backbone, batch_size, epochs, reference=side == "reference")}
+    return {"epoch_s": rdbench_train(images, backbone, batch_size, epochs, reference=side == "reference",
+                                     amp="bf16" if side == "fast_bf16" else "none")}
 
 
 def training_figures(a_folder: str, backbone: str, data: str, batch_size: int, epochs: int, repeats: int,
@@ -340,7 +342,7 @@ def training_figures(a_folder: str, backbone: str, data: str, batch_size: int, e
 # ---------------------------------------------------------------------------------------------- output
 def print_row(name: str, values: dict, unit: str, better: str | None = None, target: float | None = None) -> None:
     a = values.get("authors")
-    cells = "  ".join(f"{s} {values[s]:9.4g}" for s in SIDES if s in values)
+    cells = "  ".join(f"{s} {values[s]:9.4g}" for s in (*SIDES, "fast_bf16") if s in values)
     ratio = ""
     if a:
         fast, ref = values.get("fast"), values.get("reference")
@@ -362,9 +364,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--rounds", type=int, default=None, help="alternations per figure (default 3, quick 1)")
     p.add_argument("--json", type=Path, default=None, help="write every figure and sample here")
-    p.add_argument("--bf16", action="store_true", help="also the fast path under bf16 autocast (inference)")
+    p.add_argument("--bf16", action="store_true", help="also rdbench under --amp bf16: its bfloat16 inference copy "
+                   "and training with the student autocast (256 px), as ratios to float32")
     p.add_argument("--memory-worker", choices=SIDES, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--train-worker", choices=SIDES, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--train-worker", choices=(*SIDES, "fast_bf16"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-data", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-batch", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--train-epochs", type=int, default=3, help=argparse.SUPPRESS)
@@ -407,12 +410,15 @@ def main() -> None:
         for backbone, batch, n in (("resnet18", 16, 32 if args.quick else 48), ("wide_resnet50_2", 4, 8)):
             if args.quick and backbone != "resnet18":
                 continue
+            sides = (*SIDES, "fast_bf16") if args.bf16 else SIDES
             r = results[f"train256_{backbone}"] = training_figures(args.authors_code, backbone, f"random256:{n}",
-                                                                   batch, 3, rounds)
+                                                                   batch, 3, rounds, sides)
             key = f"train256_{backbone}_ips"
             print_row(f"train {backbone} 256px b{batch}", r["ips"], "images/s",
                       *(TARGETS[key][::-1] if key in TARGETS else ("higher",)))
             print_row("  first epoch", r["first_epoch_ips"], "images/s", "higher")
+            if args.bf16:
+                print(f"  fast bf16 / fast float32: {r['ips']['fast_bf16'] / r['ips']['fast']:.2f}x")
     if "train32" in figures:
         n = 320 if args.quick else 1000
         r = results["train32_resnet18"] = training_figures(args.authors_code, "resnet18", f"fashion32:{n}", 16, 3,
