@@ -345,3 +345,30 @@ def test_record_keeps_intervals_and_a_scores_sidecar(tiny_mvtec, tmp_path):
     assert back.metrics_ci == rec.metrics_ci and back.scores_file == rec.scores_file and back.scores is None
     # the masks at their own size (32 px here, the runs score at 64): MVTec's PRO there is recorded too
     assert 0 <= rec.metrics["pro_mvtec_full"] <= 1
+
+
+def test_final_evaluation_converts_the_trained_model_instead_of_copying_it(tiny_mvtec, tmp_path, monkeypatch):
+    """One copy of the weights at a run's final evaluation: the inference copy replaces the trained modules
+    (consume), after the model file is written; --exact-eval scores the model's own arithmetic, unconverted."""
+    import rdbench.engine.run as run_module
+
+    calls = []
+    real = run_module.prepare_for_inference
+
+    def spy(model, device, **kw):
+        calls.append((kw, model.bottleneck.bn_layer[0].conv1.weight.detach().clone()))
+        out = real(model, device, **kw)
+        assert out is model  # converted in place, not copied
+        return out
+
+    monkeypatch.setattr(run_module, "prepare_for_inference", spy)
+    config = _config(tiny_mvtec, epochs=1)
+    rec = run_one(config, tmp_path, progress=False)
+    assert rec.ok and [kw for kw, _ in calls] == [{"consume": True}]
+    saved = torch.load(rec.model_path, map_location="cpu", weights_only=True)
+    assert torch.equal(saved["bottleneck"]["bn_layer.0.conv1.weight"], calls[0][1])  # the trained, unfolded weights
+    rec_bf16 = run_one(config.replace(amp="bf16"), tmp_path / "bf16", progress=False)
+    assert rec_bf16.ok and calls[-1][0] == {"consume": True, "dtype": "bfloat16"}
+    n = len(calls)
+    exact = run_one(config.replace(exact_eval=True), tmp_path / "exact", progress=False)
+    assert exact.ok and len(calls) == n
