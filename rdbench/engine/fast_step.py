@@ -15,14 +15,14 @@ to compile and ran slower (160 vs 117 ms), so it is not used.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import types
 from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rdbench.engine.heap import reuse_heap
 
 __all__ = ["adam", "one_pixel_convolutions", "reuse_heap"]
 
@@ -75,25 +75,3 @@ def one_pixel_convolutions(modules: Iterable[nn.Module]) -> Iterator[int]:
     finally:
         for m in convs:
             vars(m).pop("_conv_forward", None)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_HEAP_REUSED: bool | None = None  # None: not tried yet
-
-
-def reuse_heap() -> bool:
-    """On glibc, keep freed memory in the heap for reuse (mmap threshold 256 MiB, trim threshold 1 GiB) for the
-    rest of the process. glibc maps large buffers fresh at every step and unmaps them when freed, so the kernel
-    zero-fills each page again: ~10,000 page faults (40 MB) per step at 32 px. glibc cannot restore its adaptive
-    thresholds, so this is once per process (training processes only; ``release_free_memory`` in
-    ``rdbench.engine.inference`` still hands free pages back, whatever the thresholds). Returns whether it is set."""
-    global _HEAP_REUSED
-    if _HEAP_REUSED is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            # older glibc refuses an mmap threshold above 32 MiB (half its heap size)
-            mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, 256 * 2**20) or libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-            _HEAP_REUSED = bool(mmap_ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
-        except (OSError, AttributeError):  # not glibc
-            _HEAP_REUSED = False
-    return _HEAP_REUSED

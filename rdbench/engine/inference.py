@@ -10,8 +10,6 @@ convolution + pixel shuffle, channels_last and oneDNN weights packed once on the
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from rdbench.engine.device import autocast
+from rdbench.engine.heap import release_free_memory
 from rdbench.engine.scoring import gaussian_blur, layer_maps, sum_layers
 from rdbench.models.backbones import BACKBONES, Teacher
 from rdbench.models.decoder import DeBasicBlock, DeBottleneck
@@ -36,24 +35,6 @@ _PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("conv4", "bn4")
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 # Submodules that the model builds (the authors' RNG chain, their parameter count) but scoring never runs.
 _UNUSED = {OCBE: ("conv4", "bn4")}
-
-
-def _libc_trim():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to hand back this way
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere). Weights freed
-    while others are allocated leave holes inside the heap that glibc keeps resident: measured on
-    wide_resnet50_2, packing the weights at the first call left 100-136 MB resident that no later call reused."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def unused_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
