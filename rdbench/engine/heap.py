@@ -9,22 +9,23 @@ import ctypes.util
 __all__ = ["release_free_memory", "reuse_heap"]
 
 
-def _libc_trim():
+def _glibc():
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to hand back this way
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:  # not glibc (macOS, Windows, musl): nothing to tune this way
         return None
 
 
-_MALLOC_TRIM = _libc_trim()
+_LIBC = _glibc()
 
 
 def release_free_memory() -> None:
     """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere). Weights freed
     while others are allocated leave holes inside the heap that glibc keeps resident: measured on
     wide_resnet50_2, packing the weights at the first call left 100-136 MB resident that no later call reused."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -39,11 +40,10 @@ def reuse_heap() -> bool:
     still hands free pages back, whatever the thresholds). Returns whether it is set."""
     global _HEAP_REUSED
     if _HEAP_REUSED is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            # older glibc refuses an mmap threshold above 32 MiB (half its heap size)
-            mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, 256 * 2**20) or libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-            _HEAP_REUSED = bool(mmap_ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
-        except (OSError, AttributeError):  # not glibc
+        if _LIBC is None:
             _HEAP_REUSED = False
+        else:
+            # older glibc refuses an mmap threshold above 32 MiB (half its heap size)
+            mmap_ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, 256 * 2**20) or _LIBC.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+            _HEAP_REUSED = bool(mmap_ok and _LIBC.mallopt(_M_TRIM_THRESHOLD, 2**30))
     return _HEAP_REUSED

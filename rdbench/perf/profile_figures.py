@@ -196,11 +196,10 @@ def measure_amp_effect(s: Session) -> dict | None:
     if getattr(s.fast_model, "rdbench_dtype", torch.float32) != torch.float32:
         # a bfloat16 copy (the CPU under bf16) has no float32 arithmetic: a float32 copy of the same weights
         net32 = prepare_for_inference(s.model, s.dev, **{k: v for k, v in s.options.items() if k != "dtype"})
-    f32 = fast_predict(net32, xn, s.layers, s.sigma, None)
+    f32 = fast_predict(net32, xn, s.layers, s.sigma, None)  # also net32's warm-up (a fresh copy packs here)
     low = fast_predict(s.fast_model, xn, s.layers, s.sigma, s.amp)
     span = float(f32.amax() - f32.amin()) or 1.0
     s32, slow = f32.amax(dim=(1, 2)), low.amax(dim=(1, 2))
-    fast_predict(net32, xn, s.layers, s.sigma, None)  # warm-up of its own (a fresh copy packs at its first call)
     t32 = [_timed(lambda: fast_predict(net32, xn, s.layers, s.sigma, None).cpu(), s.dev)
            for _ in range(s.repeats)]
     return {
