@@ -379,6 +379,11 @@ def main() -> None:
         print(json.dumps(train_worker(args.authors_code, args.train_worker, args.backbone, args.train_data,
                                       args.train_batch, args.train_epochs)))
         return
+    folder = Path(args.authors_code)
+    missing = [f for f in ("resnet.py", "de_resnet.py", "test.py", "main.py") if not (folder / f).is_file()]
+    if missing:
+        p.error(f"--authors-code {folder}: {', '.join(missing)} not found; fetch hq-deng/RD4AD into a folder "
+                "outside this project and pass that folder")
     rounds = args.rounds or (1 if args.quick else 3)
     figures = set(args.figures.split(","))
     a = load_authors(args.authors_code)
