@@ -98,6 +98,12 @@ def test_adam_is_torchs_default_on_the_cpu_from_64_px():
     assert not adam(p, 0.005, (0.5, 0.999), torch.device("cpu")).defaults["fused"]
 
 
+def test_adam_is_fused_under_mixed_precision():
+    """A bf16 run rounds its arithmetic to bf16 already, and no committed baseline is bf16."""
+    p = [nn.Parameter(torch.zeros(3))]
+    assert adam(p, 0.005, (0.5, 0.999), torch.device("cpu"), mixed_precision=True).defaults["fused"]
+
+
 def test_training_at_32_px_switches_the_one_pixel_path_on_and_off_again():
     from rdbench.config import RunConfig
     from rdbench.engine.train import train

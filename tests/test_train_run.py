@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rdbench.config import RunConfig
+from rdbench.engine import fast_step
 from rdbench.engine.protocol import get_protocol
 from rdbench.engine.run import run_one
 from rdbench.engine.train import load_checkpoint, train
@@ -270,8 +271,16 @@ def test_record_keeps_a_small_gallery(tiny_mvtec, tmp_path):
     assert top["map_range"][0] <= top["map_range"][1]
 
 
-def test_bf16_training_autocasts_the_student_only(tiny_mvtec):
+def test_bf16_training_autocasts_the_student_only(tiny_mvtec, monkeypatch):
     cfg = _config(tiny_mvtec, amp="bf16", epochs=3)
+    fused: list[bool] = []
+
+    def recording_adam(*args, **kwargs):
+        opt = fast_step.adam(*args, **kwargs)
+        fused.append(bool(opt.defaults["fused"]))
+        return opt
+
+    monkeypatch.setattr("rdbench.engine.train.adam", recording_adam)
     train_set, _ = get_protocol("mvtec").datasets(cfg)
     torch.manual_seed(cfg.seed)
     model = build_rd_model(cfg.backbone, cfg.weights)
@@ -292,6 +301,7 @@ def test_bf16_training_autocasts_the_student_only(tiny_mvtec):
                  progress=False)
     assert low.loss_curve != full.loss_curve
     np.testing.assert_allclose(low.loss_curve, full.loss_curve, rtol=0.05)  # bf16: close, not equal
+    assert fused == [True, False]  # fused Adam under bf16; float32 at 64 px keeps torch's default (bit-identical)
 
 
 def test_record_keeps_feature_cache_facts_and_its_budget(tiny_mvtec, tmp_path):

@@ -28,15 +28,18 @@ __all__ = ["adam", "one_pixel_convolutions", "reuse_heap"]
 
 
 def adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float], device: torch.device,
-         small_images: bool = False) -> torch.optim.Adam:
+         small_images: bool = False, mixed_precision: bool = False) -> torch.optim.Adam:
     """torch's Adam, fused (one kernel over parameters, gradients and both moments) on CUDA, and on the CPU for
     small images (``small_images``: inputs under 64 px, whose student maps shrink to one pixel). Fused, it
     differs from the default implementation by float rounding (1-2 ulp per update), and float rounding steers
     training (docs/parity.md): over the demo's 30 epochs at 128 px it moved gravel's PRO by 3.8 points, beyond
     the committed baseline's 3-point floor, for a gain of a few per cent of the step there (Adam is ~1% of a
-    wide_resnet50_2 step at 256 px). So on the CPU it is fused only where it pays: at 32 px it is a quarter of
-    the step."""
-    fused = device.type == "cuda" or (device.type == "cpu" and small_images)
+    wide_resnet50_2 step at 256 px, batch 16). So on the CPU it is fused only where it pays: at 32 px it is a
+    quarter of the step; and under mixed precision (``mixed_precision``: a bf16/fp16 autocast run), whose
+    arithmetic already rounds to bf16 (far coarser than Adam's last bits; no committed baseline is bf16) and
+    whose step is short enough for the unfused Adam to matter (wide_resnet50_2, 256 px, batch 4, bf16: 154 ms
+    of a 1.75 s step unfused, 42 ms fused; float32 steps take 3.05 s)."""
+    fused = device.type == "cuda" or (device.type == "cpu" and (small_images or mixed_precision))
     try:
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
     except (RuntimeError, TypeError):  # an older torch, or a device without the fused kernel

@@ -195,8 +195,9 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     if device.type == "cpu":
         reuse_heap()  # rdbench.engine.fast_step: the step's buffers are reused, not zero-filled again by the kernel
     batches = _Batches(dataset, config.batch_size)
-    # fused on CUDA, and on the CPU for small images (32 px), where Adam is a quarter of the step: fast_step.adam
-    opt = adam(model.trainable_parameters(), config.lr, config.betas, device, batches.one_by_one_bottleneck)
+    # fused on CUDA, and on the CPU for small images (32 px, where Adam is a quarter of the step) and under amp
+    opt = adam(model.trainable_parameters(), config.lr, config.betas, device, batches.one_by_one_bottleneck,
+               mixed_precision=amp != "none")
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # a pass-through when disabled
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
