@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
 from rdbench.config import AMP_CHOICES
-from rdbench.records.provenance import device_name  # noqa: F401 (re-exported: perf and the CLI ask here)
+from rdbench.records.provenance import bf16_native, device_name  # noqa: F401 (device_name re-exported)
 from rdbench.registry import unknown_choice
 
 
@@ -45,6 +46,18 @@ def check_amp(amp: str | None, device: torch.device | None = None) -> str:
     if amp == "fp16" and device is not None and device.type != "cuda":
         raise ValueError("fp16 autocast is for CUDA; use bf16 (or none) on the CPU")
     return amp
+
+
+def warn_if_emulated(amp: str | None, device: torch.device) -> bool:
+    """Warn (and say True) when ``amp`` is bf16 on a device that only emulates it (see bf16_native)."""
+    if amp != "bf16" or bf16_native(device.type):
+        return False
+    what = f"this CPU ({device_name(device)}, {torch.backends.cpu.get_cpu_capability()})" if device.type == "cpu" \
+        else f"{device_name(device)}"
+    warnings.warn(f"--amp bf16: {what} has no native bfloat16, so torch emulates it, far slower than float32 "
+                  "(120x for a matmul on an AVX2 CPU); use --amp none here, bf16 needs AVX512/AMX or an "
+                  "Ampere-or-later GPU", stacklevel=2)
+    return True
 
 
 def autocast(device: torch.device, amp: str | None):

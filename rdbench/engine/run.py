@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.engine.device import check_amp, resolve_device
+from rdbench.engine.device import check_amp, resolve_device, warn_if_emulated
 from rdbench.engine.gallery import make_gallery
 from rdbench.engine.inference import inference_options, prepare_for_inference
 from rdbench.engine.protocol import get_protocol
@@ -123,6 +123,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         cache.save()
         device = resolve_device(config.device)
         check_amp(config.amp, device)  # e.g. fp16 on a CPU: fail before loading anything
+        warn_if_emulated(config.amp, device)  # bf16 without hardware for it: runs, but say so before hours pass
         if device.type == "cuda":  # repeatable kernels; the cost is small for this model
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
             torch.backends.cudnn.deterministic = True

@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from rdbench.engine.device import check_amp, device_name, resolve_device
+from rdbench.engine.device import check_amp, device_name, resolve_device, warn_if_emulated
 from rdbench.engine.inference import inference_options, prepare_for_inference
 from rdbench.models.rd import build_rd_model
 from rdbench.perf.profile_figures import (
@@ -83,6 +83,7 @@ def profile(backbone: str, image_size: int = 256, batch_size: int = 8, device: s
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     amp = None if check_amp(amp, dev) == "none" else amp
+    warn_if_emulated(amp, dev)
     if repeats is None:
         repeats = 20 if cuda else 3
     if channels_last is None:
