@@ -42,7 +42,8 @@ def device_name(device: torch.device) -> str:
 
 
 def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    # platform.processor() is "x86_64" on Linux: two CPUs of one record set can differ 100x in bf16
+    # platform.processor() is "x86_64" on Linux: two CPUs of one record set can differ 100x in bf16. psutil
+    # has no model name and py-cpuinfo takes 1.7 s per process for this one line, so it is read here.
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:

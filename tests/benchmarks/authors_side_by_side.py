@@ -389,6 +389,12 @@ def main() -> None:
     if missing:
         p.error(f"--authors-code {folder}: {', '.join(missing)} not found; fetch hq-deng/RD4AD into a folder "
                 "outside this project and pass that folder")
+    if args.bf16:
+        from rdbench.records.provenance import bf16_native
+
+        if not bf16_native("cpu"):
+            p.error(f"--bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) only emulates bfloat16, about "
+                    "120x slower than float32, so its bf16 figures would measure the emulation; leave --bf16 out")
     rounds = args.rounds or (1 if args.quick else 3)
     figures = set(args.figures.split(","))
     a = load_authors(args.authors_code)

@@ -79,6 +79,11 @@ def main() -> None:
     p.add_argument("--protocols", default="fashionmnist,demo")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    from rdbench.records.provenance import bf16_native
+
+    if not bf16_native("cpu"):
+        p.error("this CPU only emulates bfloat16 (about 120x slower than float32): the speed figures would measure "
+                "the emulation; run this on an AVX512/AMX CPU")
     seeds = [int(s) for s in args.seeds.split(",")]
     s = DemoSettings()
     data_root = args.workdir / "data"
