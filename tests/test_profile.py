@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from rdbench.perf.profile import FIGURE_KEYS, format_profile, profile
+from rdbench.perf.roofline import roofline
+from rdbench.records.provenance import bf16_native
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,11 +40,24 @@ def test_profile_result_has_documented_keys_and_sane_values():
     roof = r["roofline"]
     assert set(roof["flops_per_image"]) == {"teacher", "student", "inference", "train_step"}
     assert roof["flops_per_image"]["train_step"] > 2 * roof["flops_per_image"]["student"]  # forward + backward
-    assert {"matmul_float32", "conv_float32", "matmul_bfloat16", "conv_bfloat16"} <= set(roof["calibration_gflops"])
+    calibrated = {"matmul_float32", "conv_float32"} | ({"matmul_bfloat16", "conv_bfloat16"} if bf16_native("cpu")
+                                                       else set())  # emulated bf16 is not calibrated
+    assert set(roof["calibration_gflops"]) == calibrated
     assert set(roof["figures"]) == {"inference_batch1", "inference_batch", "train"}
     assert all(0 < f["fraction_of_peak"] < 10 for f in roof["figures"].values())
     text = format_profile(r)
     assert "latency_ms" in text and "reference" in text and "of the best float32 calibration" in text
+
+
+def test_roofline_without_a_calibration_of_the_dtype_has_no_fraction():
+    flops = {"teacher": 2e9, "student": 3e9, "inference": 5e9, "train_step": 9e9}
+    roof = roofline(flops, {"inference_batch1": 2.0, "inference_batch": 4.0, "train": None},
+                    {"matmul_float32": 100.0, "conv_float32": 80.0}, "bfloat16")
+    assert roof["peak_gflops"] is None and set(roof["figures"]) == {"inference_batch1", "inference_batch"}
+    assert roof["figures"]["inference_batch"]["achieved_gflops"] == pytest.approx(20.0)
+    assert all(f["fraction_of_peak"] is None for f in roof["figures"].values())
+    f32 = roofline(flops, {"inference_batch": 4.0}, {"matmul_float32": 100.0, "conv_float32": 80.0})
+    assert f32["peak_gflops"] == 100.0 and f32["figures"]["inference_batch"]["fraction_of_peak"] == pytest.approx(0.2)
 
 
 def test_profile_without_reference_train_memory():

@@ -18,7 +18,7 @@ from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from rdbench.engine.device import autocast
+from rdbench.engine.device import autocast, bf16_native
 from rdbench.engine.heap import release_free_memory
 from rdbench.engine.scoring import gaussian_blur, layer_maps, sum_layers
 from rdbench.models.backbones import BACKBONES, Teacher
@@ -120,9 +120,11 @@ def replace_deconvs(model: nn.Module) -> int:
     return replaced
 
 
-def _prepack_supported() -> bool:
+def _prepack_supported(dtype: torch.dtype = torch.float32) -> bool:
+    # oneDNN packs bf16 weights only where bf16 is native (AVX512 or AMX); on an AVX2 CPU the reorder raises
     return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
+            and (dtype == torch.float32 or bf16_native("cpu")))
 
 
 class PackedConv2d(nn.Module):
@@ -238,10 +240,11 @@ def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", ch
     if dtype != torch.float32:
         model.to(dtype)  # after folding: the folded weights are computed in float32, then rounded once
     if prepack is None:
-        prepack = device.type == "cpu" and bool(channels_last) and _prepack_supported() and not compile
+        prepack = device.type == "cpu" and bool(channels_last) and _prepack_supported(dtype) and not compile
     if prepack:
-        if device.type != "cpu" or not channels_last or not _prepack_supported():
-            raise ValueError("prepack needs the CPU, channels_last and oneDNN (torch.backends.mkldnn)")
+        if device.type != "cpu" or not channels_last or not _prepack_supported(dtype):
+            raise ValueError("prepack needs the CPU, channels_last and oneDNN (torch.backends.mkldnn), and for "
+                             "bfloat16 a CPU with native bf16 (AVX512 or AMX)")
         if compile:
             raise ValueError("prepack and compile exclude each other: the packed weights are laid out at the "
                              "first call, which torch.compile cannot trace")

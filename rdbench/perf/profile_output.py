@@ -70,6 +70,10 @@ def format_profile(result: dict) -> str:
                      f"{g['student']:.3g}), training step {g['train_step']:.3g} G; calibration "
                      + ", ".join(f"{k} {v:.0f}" for k, v in roof["calibration_gflops"].items()) + " GFLOP/s")
         for key, f in roof["figures"].items():
+            if roof["peak_gflops"] is None:  # no calibration of that dtype: bf16 emulated here
+                lines.append(f"  {key}: {f['achieved_gflops']:.1f} GFLOP/s (no {roof['peak_dtype']} calibration: "
+                             "emulated on this machine)")
+                continue
             lines.append(f"  {key}: {f['achieved_gflops']:.1f} GFLOP/s = {f['fraction_of_peak']:.0%} of the best "
                          f"{roof['peak_dtype']} calibration ({roof['peak_gflops']:.0f} GFLOP/s)")
     cache = result["fast_settings"].get("feature_cache")

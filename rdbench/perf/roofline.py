@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rdbench.engine.device import synchronize
+from rdbench.engine.device import bf16_native, synchronize
 from rdbench.engine.losses import distillation_loss
 from rdbench.models.rd import RDModel, select_layers
 
@@ -80,7 +80,9 @@ def _rate(fn: Callable[[], object], flops: float, device: torch.device, repeats:
 
 def calibrate(device: torch.device | str = "cpu", repeats: int = 3) -> dict[str, float]:
     """GFLOP/s of a large matmul and a large 3x3 convolution per dtype on ``device``: ``matmul_float32``,
-    ``conv_float32``, ``matmul_bfloat16``, ``conv_bfloat16`` and on CUDA ``matmul_tf32``."""
+    ``conv_float32``, ``matmul_bfloat16``, ``conv_bfloat16`` and on CUDA ``matmul_tf32``. The bfloat16 pair is
+    left out where bf16 is only emulated (``bf16_native``): there it would take minutes (0.85 GFLOP/s for the
+    matmul on an AVX2 CPU) to measure a peak no bf16 run should be held to."""
     device = torch.device(device)
     n, (b, c, h, w) = _MATMUL_N, _CONV_SHAPE
     out: dict[str, float] = {}
@@ -88,7 +90,8 @@ def calibrate(device: torch.device | str = "cpu", repeats: int = 3) -> dict[str,
     a0, b0 = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     x0, w0 = torch.randn(b, c, h, w, generator=g), torch.randn(c, c, 3, 3, generator=g)
     conv_flops = 2 * b * c * c * 9 * h * w
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    dtypes = [("float32", torch.float32)] + ([("bfloat16", torch.bfloat16)] if bf16_native(device.type) else [])
+    for name, dtype in dtypes:
         a1, b1 = a0.to(device, dtype), b0.to(device, dtype)
         x1, w1 = x0.to(device, dtype), w0.to(device, dtype)
         if device.type == "cpu":  # oneDNN's layout for the CPU convolutions, as the fast path uses
@@ -113,7 +116,7 @@ def roofline(flops: dict, rates: dict[str, float | None], calibration: dict[str,
              ) -> dict:
     """Achieved GFLOP/s of each measured rate (images/s) and its fraction of the best calibration of ``dtype``.
     ``rates``: {"inference_batch1", "inference_batch", "train"}: images/s or None."""
-    peak = max(v for k, v in calibration.items() if k.endswith(dtype))
+    peak = max((v for k, v in calibration.items() if k.endswith(dtype)), default=None)  # None: emulated bf16
     per_image = {"inference_batch1": flops["inference"], "inference_batch": flops["inference"],
                  "train": flops["train_step"]}
     figures = {}
@@ -122,7 +125,7 @@ def roofline(flops: dict, rates: dict[str, float | None], calibration: dict[str,
             continue
         achieved = per_image[key] * ips / 1e9
         figures[key] = {"images_per_s": ips, "gflop_per_image": per_image[key] / 1e9, "achieved_gflops": achieved,
-                        "fraction_of_peak": achieved / peak}
+                        "fraction_of_peak": achieved / peak if peak else None}
     return {"flops_per_image": flops, "calibration_gflops": calibration, "peak_dtype": dtype, "peak_gflops": peak,
             "figures": figures,
             "description": "FLOPs of convolutions and matrix products (torch.utils.flop_counter) x images/s, as a "
