@@ -46,7 +46,9 @@ def test_untrained_model_scores_like_the_authors_evaluation(case, synthetic, tmp
     exact = run_one(config, tmp_path / "exact", progress=False, keep_model=False)
     assert exact.ok and exact.untrained and exact.loss_curve == [], exact.error
     for name in METRICS:
-        assert exact.metrics[name] == pytest.approx(case[name], abs=1e-6), name
+        # PRO thresholds the maps: on another kernel ISA (an AVX2 EPYC) a few pixels flip at a threshold and
+        # brick-resnet18-256's pro_rd4ad moved 1.2e-6; the AUROCs stay within 1e-6
+        assert exact.metrics[name] == pytest.approx(case[name], abs=5e-6 if name.startswith("pro") else 1e-6), name
     fast = run_one(config.replace(exact_eval=False), tmp_path / "fast", progress=False, keep_model=False)
     assert fast.metrics["image_auroc"] == pytest.approx(case["image_auroc"], abs=1e-6)
     assert fast.metrics["pixel_auroc"] == pytest.approx(case["pixel_auroc"], abs=1e-6)
