@@ -17,9 +17,9 @@ from rdbench.records.store import record_path, write_record
 runner = CliRunner()
 
 
-def _write(results, config: RunConfig, **metrics):
+def _write(results, config: RunConfig, env: dict | None = None, **metrics):
     rec = RunRecord.new(config)
-    rec.status, rec.metrics, rec.environment = "ok", metrics, {"commit": "abc"}
+    rec.status, rec.metrics, rec.environment = "ok", metrics, {"commit": "abc", **(env or {})}
     rec.code = code_block()  # made by the running code: `check` refuses records of other code
     write_record(rec, record_path(results, config))
     return rec
@@ -85,6 +85,79 @@ def test_doctored_record_fails_and_names_cell(base):
     assert loose.exit_code == 0
 
 
+AVX512 = {"device": "cpu", "device_name": "Xeon", "cpu_capability": "AVX512", "threads": 2, "torch": "2.14.1",
+          "arithmetic": "6bea285cee51"}
+AVX2 = {**AVX512, "device_name": "EPYC", "cpu_capability": "AVX2", "arithmetic": "0823be6cbf6e"}
+
+
+def test_kernels_name_the_arithmetic_a_run_came_from():
+    from rdbench.bench.baseline import kernels
+
+    rec = RunRecord.new(RunConfig(category="carpet"))
+    rec.environment = dict(AVX512)
+    assert kernels(rec) == "arithmetic 6bea285cee51 (Xeon AVX512, 2 threads, torch 2.14.1)"
+    rec.environment = {"device": "cuda:0", "device_name": "NVIDIA H200", "threads": 2, "torch": "2.14.1",
+                       "arithmetic": "a1"}
+    assert kernels(rec) == "arithmetic a1 (NVIDIA H200, 2 threads, torch 2.14.1)"
+    rec.environment = {"commit": "abc", "device": "cpu", "cpu_capability": "AVX512"}  # a record from before the hash
+    assert kernels(rec) is None
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    """Three seeds of one cell on AVX512: image AUROC 0.90, 0.92, 0.94 (std 2 points, so 3 x std = 6)."""
+    c = RunConfig(category="carpet", backbone="resnet18", epochs=5)
+    for seed, v in ((1, 0.90), (2, 0.92), (3, 0.94)):
+        _write(tmp_path / "base", c.replace(seed=seed), env=AVX512, image_auroc=v)
+    save_baseline(tmp_path / "base", tmp_path / "b.json", floor=0.01)
+    return tmp_path, c
+
+
+def test_a_baseline_keeps_each_seed_and_its_kernels(seeded):
+    tmp, c = seeded
+    cell = json.loads((tmp / "b.json").read_text())["cells"][cell_key(c.to_dict())]
+    assert cell["kernels"] == "arithmetic 6bea285cee51 (Xeon AVX512, 2 threads, torch 2.14.1)"
+    assert cell["metrics"]["image_auroc"]["by_seed"] == {"1": 0.90, "2": 0.92, "3": 0.94}
+
+
+def test_a_rerun_on_the_baseline_kernels_must_reproduce_its_seeds(seeded):
+    """Seed 3 again on AVX512 at 0.915: within 3 x std of the mean (0.92), but 2.5 points below seed 3's own
+    0.94, which the same kernels give bit for bit: a regression."""
+    tmp, c = seeded
+    _write(tmp / "fresh", c.replace(seed=3), env=AVX512, image_auroc=0.915)
+    [row] = check(tmp / "b.json", tmp / "fresh")
+    assert (row.status, row.baseline, row.tolerance) == ("REGRESSION", 0.94, 0.01)
+    assert row.note == "same seeds and kernels: a rerun"
+    _write(tmp / "same", c.replace(seed=3), env=AVX512, image_auroc=0.94)
+    assert [r.status for r in check(tmp / "b.json", tmp / "same")] == ["ok"]
+
+
+def test_a_run_on_other_kernels_is_held_to_the_seed_spread(seeded):
+    """The same 0.915 on AVX2: its rounding steers training like a seed, so only the spread can judge it."""
+    tmp, c = seeded
+    _write(tmp / "avx2", c.replace(seed=3), env=AVX2, image_auroc=0.915)
+    [row] = check(tmp / "b.json", tmp / "avx2")
+    assert row.status == "ok" and row.baseline == pytest.approx(0.92) and row.tolerance == pytest.approx(0.06)
+    assert row.note == ("kernels arithmetic 0823be6cbf6e (EPYC AVX2, 2 threads, torch 2.14.1), baseline's arithmetic "
+                        "6bea285cee51 (Xeon AVX512, 2 threads, torch 2.14.1): held to the seed spread")
+    _write(tmp / "worse", c.replace(seed=3), env=AVX2, image_auroc=0.85)  # 7 points below the mean: beyond 6
+    assert [r.status for r in check(tmp / "b.json", tmp / "worse")] == ["REGRESSION"]
+    _write(tmp / "new_seed", c.replace(seed=9), env=AVX512, image_auroc=0.915)  # same kernels, a seed it lacks
+    [row] = check(tmp / "b.json", tmp / "new_seed")
+    assert (row.status, row.note) == ("ok", "") and row.tolerance == pytest.approx(0.06)
+
+
+def test_a_one_seed_baseline_on_other_kernels_says_what_it_cannot_tell(tmp_path):
+    c = RunConfig(category="carpet", backbone="resnet18", epochs=5)
+    _write(tmp_path / "base", c.replace(seed=1), env=AVX512, image_auroc=0.90)
+    save_baseline(tmp_path / "base", tmp_path / "b.json", floor=0.01)
+    _write(tmp_path / "avx2", c.replace(seed=1), env=AVX2, image_auroc=0.85)
+    [row] = check(tmp_path / "b.json", tmp_path / "avx2")
+    assert row.status == "REGRESSION" and "one seed in the baseline" in row.note and "--seeds 3" in row.note
+    res = runner.invoke(app, ["check", "--baseline", str(tmp_path / "b.json"), "--results", str(tmp_path / "avx2")])
+    assert res.exit_code == 1 and "one seed in the baseline" in res.output
+
+
 def test_missing_cell_is_reported_not_passed(base):
     tmp, c = base
     fresh = tmp / "partial"
@@ -113,6 +186,10 @@ def test_bad_inputs(tmp_path):
     ('{"cells": {"k1": {"metrics": {}}}}', "cell 'k1' is not an object with a \"label\""),
     ('{"cells": {"k1": {"label": "L", "metrics": {"image_auroc": {"mean": 0.9}}}}}',
      "metric 'image_auroc' of cell 'k1' (L) is not {\"mean\": number, \"std\": number or null}"),
+    ('{"cells": {"k1": {"label": "L", "metrics": {"m": {"mean": 0.9, "std": null, "by_seed": [0.9]}}}}}',
+     "metric 'm' of cell 'k1' (L) has a \"by_seed\" that is not {seed: number}"),
+    ('{"cells": {"k1": {"label": "L", "kernels": 3, "metrics": {}}}}',
+     "cell 'k1' (L) has \"kernels\" 3, not a string or null"),
 ])
 def test_malformed_baseline_names_file_and_shape(tmp_path, content, problem):
     from rdbench.bench.baseline import EXPECTED
@@ -165,3 +242,24 @@ def test_stat_check_needs_a_baseline_with_scores(base):
     res = runner.invoke(app, ["check", "--baseline", str(tmp / "b.json"), "--results", str(tmp / "base"), "--stat"])
     assert res.exit_code == 2 and "keeps no scores sidecars" in res.output and "Re-save it" in res.output
     assert "Traceback" not in res.output
+
+
+def test_stat_check_says_when_one_seed_on_other_kernels_is_judged_by_images_alone(tmp_path):
+    from test_compare import BASE, degrade, put
+
+    from rdbench.bench.baseline_stat import check_stat
+
+    def put_on(results, scores, env):
+        put(results, scores)
+        for f in (results / "runs").glob("*.json"):
+            rec = json.loads(f.read_text())
+            f.write_text(json.dumps({**rec, "environment": {**rec.get("environment", {}), **env}}))
+
+    put_on(tmp_path / "base", BASE, AVX512)
+    save_baseline(tmp_path / "base", tmp_path / "b.json")
+    put_on(tmp_path / "same", degrade(0.02, 1.0), AVX512)
+    put_on(tmp_path / "avx2", degrade(0.02, 1.0), AVX2)
+    same = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "same")}["image_auroc"]
+    other = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "avx2")}["image_auroc"]
+    assert same.note == "" and (other.low, other.high) == (same.low, same.high)
+    assert "not the baseline's" in other.note and "covers the test images" in other.note

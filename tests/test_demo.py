@@ -15,20 +15,6 @@ from rdbench.cli.app import app
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 
 
-# demo.json was saved on an AVX512 CPU (the CI machine of its day). On the same kernel ISA a demo is bit for bit
-# the same, so the baseline's own rule holds; on another (an AVX2 EPYC gave other float rounding, which 30 epochs
-# of training amplify like a seed change: the largest drop was 7.5 points, brick pixel AP) the tolerance is the
-# float32 seed spread measured on the demo, max - min of 3 seeds: 9.0 points of image AUROC (README, bf16 figures).
-BASELINE_CPU_CAPABILITY = "AVX512"
-OTHER_CPU_TOLERANCE = 0.10
-
-
-def _tolerance_on_this_cpu() -> float | None:
-    import torch
-
-    return None if torch.backends.cpu.get_cpu_capability() == BASELINE_CPU_CAPABILITY else OTHER_CPU_TOLERANCE
-
-
 @pytest.mark.slow
 def test_demo_finds_synthetic_defects(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))  # the random-teacher path, as in CI
@@ -53,7 +39,12 @@ def test_demo_finds_synthetic_defects(tmp_path, monkeypatch):
     assert "profile: latency" in res.output
     html = (tmp_path / "demo" / "report" / "index.html").read_text()
     assert "resnet18 128 px, batch 8" in html.split('id="speed"')[1].split("</section>")[0]
-    # the committed baseline: a change that silently lowers the demo's accuracy fails here
-    rows = check(BASELINES / "demo.json", tmp_path / "demo", tolerance=_tolerance_on_this_cpu())
+    # the committed baseline: a change that silently lowers the demo's accuracy fails here. On the machine that saved
+    # it (the same arithmetic hash) seed 111 must come back within the 3-point floor; elsewhere the demo is held to
+    # 3 x the std of the baseline's 5 seeds, since other rounding steers 30 epochs of training like a new seed
+    rows = check(BASELINES / "demo.json", tmp_path / "demo")
     print(format_rows(rows))
+    # one of the two rules judged every row: the baseline names its kernels and has several seeds
+    assert all(r.note == "same seeds and kernels: a rerun" or r.note.endswith("held to the seed spread")
+               for r in rows), [r.note for r in rows]
     assert [r for r in rows if r.status in ("REGRESSION", "MISSING")] == []

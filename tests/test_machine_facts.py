@@ -63,3 +63,22 @@ def test_a_bf16_run_on_an_emulating_cpu_warns_before_training(monkeypatch, tiny_
     with pytest.warns(UserWarning, match="no native bfloat16"):
         record = run_mod.execute_run(config, tmp_path / "work", progress=False)
     assert record.status == "failed" and "stopped after the device checks" in record.error
+
+
+def test_arithmetic_fingerprint_is_stable_and_leaves_the_random_streams_alone():
+    import subprocess
+    import sys
+
+    from rdbench.records.arithmetic import _probe, arithmetic_fingerprint
+
+    state = torch.random.get_rng_state()
+    first = arithmetic_fingerprint("cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)  # a run's numbers cannot depend on being fingerprinted
+    _probe.cache_clear()
+    assert arithmetic_fingerprint("cpu") == first and len(first) == 12 and int(first, 16) >= 0
+    code = ("import torch; torch.set_num_threads({n}); from rdbench.records.arithmetic import arithmetic_fingerprint"
+            " as a; print(a('cpu'))")
+    threads = torch.get_num_threads()
+    other = subprocess.run([sys.executable, "-c", code.format(n=threads)], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == first  # another process of this machine: the same kernels, the same hash
+    assert provenance.environment(torch.device("cpu"))["arithmetic"] == first

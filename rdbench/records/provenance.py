@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 from rdbench import __version__
+from rdbench.records.arithmetic import arithmetic_fingerprint
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the rdbench package folder
 
@@ -73,6 +74,7 @@ def environment(device: torch.device | None = None) -> dict:
     if device is not None:
         env["device"] = str(device)
         env["device_name"] = device_name(device)
+        env["arithmetic"] = arithmetic_fingerprint(device)  # what a baseline's rerun rule compares: kernels' rounding
         if device.type == "cpu":  # the instruction set the kernels ran with: timings and bf16 depend on it
             env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
             env["bf16_native"] = bf16_native("cpu")
