@@ -124,6 +124,22 @@ def test_demo_bad_options(tmp_path, args, message):
     assert res.exit_code == 2 and message in res.output and not (tmp_path / "data").exists()
 
 
+def test_demo_seed_reaches_every_run(tmp_path, monkeypatch):
+    """`--seed` is how a several-seed demo baseline is made (results/baselines/README.md)."""
+    from rdbench.cli import demo as demo_mod
+
+    seen = []
+
+    def fake_run_demo(out, settings, progress, device):
+        seen.append(settings)
+        return []
+    monkeypatch.setattr(demo_mod, "run_demo", fake_run_demo)
+    monkeypatch.setattr("rdbench.cli.run.render", lambda *a, **k: "report.html", raising=False)
+    _run("demo", "--results", tmp_path, "--seed", "113", "--no-progress")
+    assert [s.seed for s in seen] == [113]
+    assert demo_mod.DemoSettings().seed == 111  # the default run, which the committed baseline's seed 111 checks
+
+
 def test_parity_rejects_bad_shape():
     res = _run("parity", "--backbone", "resnet18", "--input-shape", "2,3,100,100")
     assert res.exit_code == 2 and "multiples of 32" in res.output

@@ -38,11 +38,6 @@ def kernels(record: RunRecord) -> str | None:
             f"torch {env.get('torch')})")
 
 
-def common_kernels(recs: list[RunRecord]) -> str | None:
-    found = {kernels(r) for r in recs}
-    return found.pop() if len(found) == 1 else None
-
-
 def cell_key(config: dict) -> str:
     """Identity of a cell: every result-relevant setting except the seed."""
     d = RunConfig.from_dict(config).result_dict()
@@ -81,49 +76,71 @@ def scores_folder(baseline_file: Path | str) -> Path:
     return p.with_name(p.name + ".scores")
 
 
-def _keep_scores(key: str, recs: list[RunRecord], results_dir: Path, out: Path) -> dict | None:
-    """Copy a cell's sidecars into the baseline's scores folder: {seed: path relative to the baseline's folder}, or
-    None unless every seed has one (a paired comparison of part of the seeds would not be the baseline's mean)."""
-    sides = [sidecar_of(r, results_dir) for r in recs]
-    if not all(s is not None and s.is_file() for s in sides):
+def _keep_scores(key: str, runs: dict[int, list[tuple[RunRecord, Path]]], out: Path) -> dict | None:
+    """Copy a cell's sidecars into the baseline's scores folder, one per seed (its first run's): {seed: path
+    relative to the baseline's folder}, or None unless every seed has one (a paired comparison of part of the
+    seeds would not be the baseline's mean)."""
+    sides = {seed: sidecar_of(*found[0]) for seed, found in runs.items()}
+    if not all(side is not None and side.is_file() for side in sides.values()):
         return None
     folder = scores_folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     kept = {}
-    for r, side in zip(recs, sides):
-        shutil.copyfile(side, folder / f"{key}_{r.config.seed}.npz")
-        kept[str(r.config.seed)] = f"{folder.name}/{key}_{r.config.seed}.npz"
+    for seed, side in sorted(sides.items()):
+        shutil.copyfile(side, folder / f"{key}_{seed}.npz")
+        kept[str(seed)] = f"{folder.name}/{key}_{seed}.npz"
     return kept
 
 
-def save_baseline(results_dir: Path | str, out: Path | str, floor: float = DEFAULT_FLOOR) -> dict:
-    records = read_records(Path(results_dir))
-    groups = group_cells(records)
-    if not groups:
-        raise ValueError(f"no successful run records under {Path(results_dir) / 'runs'}; nothing to baseline")
+def _by_seed(found: list[tuple[RunRecord, Path]]) -> dict[int, list[tuple[RunRecord, Path]]]:
+    """A cell's runs by seed, one per seed and kernels (the first results folder's where several hold it)."""
+    out: dict[int, list[tuple[RunRecord, Path]]] = {}
+    for rec, folder in found:
+        same = out.setdefault(rec.config.seed, [])
+        if kernels(rec) is None or all(kernels(r) != kernels(rec) for r, _ in same):
+            same.append((rec, folder))
+    return out
+
+
+def save_baseline(results_dir: Path | str | list, out: Path | str, floor: float = DEFAULT_FLOOR) -> dict:
+    """A baseline of the records in ``results_dir`` (one folder or several, e.g. the same seeds run on other
+    machines or thread counts). Per metric: the mean and std over seeds (each seed the mean of its runs) and
+    every run with its seed and kernels, which ``check`` needs for its rerun and kernel-spread rules."""
+    folders = [Path(d) for d in (results_dir if isinstance(results_dir, list) else [results_dir])]
+    found: dict[str, list[tuple[RunRecord, Path]]] = {}
+    for folder in folders:
+        for key, recs in group_cells(read_records(folder)).items():
+            found.setdefault(key, []).extend((r, folder) for r in recs)
+    if not found:
+        where = ", ".join(str(f / "runs") for f in folders)
+        raise ValueError(f"no successful run records under {where}; nothing to baseline")
     for old in scores_folder(out).glob("*.npz"):  # a re-saved baseline keeps no sidecar of cells it no longer has
         old.unlink()
     cells = {}
-    for key, recs in sorted(groups.items()):
+    for key, cell_runs in sorted(found.items()):
+        runs = _by_seed(cell_runs)
+        recs = [r for seed in sorted(runs) for r, _ in runs[seed]]
         metrics = {}
         for name in sorted({m for r in recs for m, v in r.metrics.items() if v is not None}):
-            values = [r.metrics[name] for r in recs if r.metrics.get(name) is not None]
+            per_seed = {seed: [r.metrics[name] for r, _ in rs if r.metrics.get(name) is not None]
+                        for seed, rs in sorted(runs.items())}
+            values = [statistics.fmean(v) for v in per_seed.values() if v]
             metrics[name] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1
                              else None, "n": len(values), "values": values,
-                             "by_seed": {str(r.config.seed): r.metrics[name] for r in recs
-                                         if r.metrics.get(name) is not None}}
+                             "runs": [{"seed": r.config.seed, "kernels": kernels(r), "value": r.metrics[name]}
+                                      for r in recs if r.metrics.get(name) is not None]}
         config = recs[0].config.to_dict()
         config.pop("seed")
         cells[key] = {"label": cell_label(recs[0].config.to_dict()), "config": config,
-                      "seeds": sorted(r.config.seed for r in recs), "metrics": metrics,
+                      "seeds": sorted(runs), "metrics": metrics,
                       "data_fingerprint": recs[0].data_fingerprint, "images": images_digest(recs[0]),
-                      "kernels": common_kernels(recs)}
-        scores = _keep_scores(key, recs, Path(results_dir), Path(out))
+                      "kernels": sorted({k for r in recs if (k := kernels(r))})}
+        scores = _keep_scores(key, runs, Path(out))
         if scores:
             cells[key]["scores"] = scores
     baseline = {"schema": SCHEMA, "rdbench": __version__, "floor": floor,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "commits": sorted({str(r.environment.get("commit")) for r in records}),
+                "commits": sorted({str(r.environment.get("commit")) for rs in found.values() for r, _ in rs}),
                 "cells": cells}
     write_json(baseline, Path(out))
     return baseline
@@ -180,11 +197,11 @@ def _shape_problem(baseline) -> str | None:
                     and (stats["std"] is None or _number(stats["std"]))):
                 return (f'metric {name!r} of cell {key!r} ({cell["label"]}) is not '
                         '{"mean": number, "std": number or null}')
-            by_seed = stats.get("by_seed", {})
-            if not (isinstance(by_seed, dict) and all(_number(v) for v in by_seed.values())):
-                return f'metric {name!r} of cell {key!r} ({cell["label"]}) has a "by_seed" that is not {{seed: number}}'
-        if not isinstance(cell.get("kernels"), (str, type(None))):
-            return f'cell {key!r} ({cell["label"]}) has "kernels" {cell["kernels"]!r}, not a string or null'
+            runs = stats.get("runs", [])
+            if not (isinstance(runs, list) and all(isinstance(r, dict) and _number(r.get("value")) and "seed" in r
+                                                   for r in runs)):
+                return (f'metric {name!r} of cell {key!r} ({cell["label"]}) has "runs" that are not '
+                        '[{"seed": S, "kernels": K, "value": number}]')
     return None
 
 
@@ -203,21 +220,41 @@ def load_baseline(baseline_file: Path | str) -> dict:
     return baseline
 
 
-def _expected(cell: dict, stats: dict, recs: list[RunRecord], tolerance: float | None,
+def _kernels_named(recs: list[RunRecord]) -> str:
+    found = sorted({kernels(r) or "unknown kernels" for r in recs})
+    return found[0] if len(found) == 1 else f"{len(found)} kernels"
+
+
+def _expected(stats: dict, recs: list[RunRecord], tolerance: float | None,
               floor: float) -> tuple[float, float, str]:
-    """(baseline value, tolerance, note) for a metric of fresh records ``recs``. Fresh seeds the baseline has, run
-    on its kernels, must reproduce those seeds: their mean within the floor. Otherwise the fresh mean is held to
-    the baseline's mean with max(floor, 3 x its seed std), which is all a run on other kernels can be held to."""
-    by_seed = stats.get("by_seed") or {}
-    seeds = [str(r.config.seed) for r in recs]
-    fresh_kernels = common_kernels(recs)
-    if cell.get("kernels") and fresh_kernels == cell["kernels"] and all(s in by_seed for s in seeds):
-        return (statistics.fmean(by_seed[s] for s in seeds), floor if tolerance is None else tolerance,
+    """(baseline value, tolerance, note) for a metric of fresh records ``recs``, by the first rule that applies:
+    1. each fresh run is a seed the baseline ran on the same kernels: it must reproduce it, within the floor;
+    2. each fresh seed has runs on 2+ kernels in the baseline: the fresh mean is held to those seeds' mean with
+       max(floor, 3 x their spread over kernels), what another machine's rounding does to one seed;
+    3. otherwise to the baseline's mean with max(floor, 3 x its seed std).
+    ``tolerance``, if given, replaces the computed one."""
+    runs = stats.get("runs") or []
+    exact = {(str(r["seed"]), r["kernels"]): r["value"] for r in runs if r.get("kernels")}
+    fresh = [(str(r.config.seed), kernels(r)) for r in recs]
+    if all(k is not None and (s, k) in exact for s, k in fresh):
+        return (statistics.fmean(exact[f] for f in fresh), floor if tolerance is None else tolerance,
                 "same seeds and kernels: a rerun")
-    tol = tolerance if tolerance is not None else max(floor, SPREAD_FACTOR * (stats["std"] or 0.0))
-    if not cell.get("kernels") or fresh_kernels == cell["kernels"]:
+    per_seed: dict[str, list[float]] = {}
+    for r in runs:
+        per_seed.setdefault(str(r["seed"]), []).append(r["value"])
+    seeds = [s for s, _ in fresh]
+    if all(len(per_seed.get(s, [])) >= 2 for s in seeds):
+        spread = statistics.fmean(statistics.variance(per_seed[s]) for s in set(seeds)) ** 0.5
+        counts = "/".join(str(len(per_seed[s])) for s in sorted(set(seeds)))
+        return (statistics.fmean(statistics.fmean(per_seed[s]) for s in seeds),
+                max(floor, SPREAD_FACTOR * spread) if tolerance is None else tolerance,
+                f"{_kernels_named(recs)}, not among the baseline's: held to the spread of the same seed over "
+                f"{counts} kernels")
+    tol = max(floor, SPREAD_FACTOR * (stats["std"] or 0.0)) if tolerance is None else tolerance
+    known = {r.get("kernels") for r in runs} - {None}
+    if not known or all(k in known for _, k in fresh):
         return stats["mean"], tol, ""
-    note = f"kernels {fresh_kernels or 'mixed or unknown'}, baseline's {cell['kernels']}: held to the seed spread"
+    note = f"{_kernels_named(recs)}, not among the baseline's: held to the seed spread"
     if stats["std"] is None:
         note += " (one seed in the baseline, so only the floor: save it from several seeds, --seeds 3)"
     return stats["mean"], tol, note
@@ -243,7 +280,7 @@ def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float |
                 tol = tolerance if tolerance is not None else max(floor, SPREAD_FACTOR * (stats["std"] or 0.0))
                 rows.append(Row(cell["label"], name, stats["mean"], stats["std"], None, tol, "MISSING"))
                 continue
-            expected, tol, note = _expected(cell, stats, have, tolerance, floor)
+            expected, tol, note = _expected(stats, have, tolerance, floor)
             mean = statistics.fmean(r.metrics[name] for r in have)
             status = "REGRESSION" if mean < expected - tol else "improved" if mean > expected + tol else "ok"
             rows.append(Row(cell["label"], name, expected, stats["std"], mean, tol, status, note=note))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from rdbench.bench.baseline import DEFAULT_FLOOR, SPREAD_FACTOR, Row, common_kernels, images_digest, load_baseline
+from rdbench.bench.baseline import DEFAULT_FLOOR, SPREAD_FACTOR, Row, images_digest, kernels, load_baseline
 from rdbench.bench.compare import SUMMARY_NAMES, diff_interval, load_runs
 from rdbench.metrics import ScoreSummary
 
@@ -73,9 +73,10 @@ def check_stat(baseline_file: Path | str, results_dir: Path | str, tolerance: fl
                 continue
             low, high, _ = diff_interval(kept[key], [r.summary for r in have], summary)
             status = "REGRESSION" if high < -floor else "improved" if low > floor else "ok"
-            fresh_kernels = common_kernels([r.record for r in have])
-            note = ("" if not cell.get("kernels") or fresh_kernels == cell["kernels"] or len(have) > 1 else
-                    f"kernels {fresh_kernels or 'unknown'}, not the baseline's: with one fresh seed the interval "
-                    "covers the test images, not training's other rounding; run 2+ seeds or check without --stat")
+            known = set(cell.get("kernels") or [])
+            note = ("" if not known or len(have) > 1 or kernels(have[0].record) in known else
+                    f"{kernels(have[0].record) or 'unknown kernels'}, not the baseline's: with one fresh seed the "
+                    "interval covers the test images, not training's other rounding; run 2+ seeds or check "
+                    "without --stat")
             rows.append(Row(cell["label"], name, stats["mean"], stats["std"], mean, floor, status, low, high, note))
     return rows

@@ -93,15 +93,17 @@ def runs(
 
 
 def baseline_save(
-    results: Annotated[Path, Opt(help="results folder whose records form the baseline")],
+    results: Annotated[list[Path], Opt(help="results folder whose records form the baseline; repeat it for the "
+                                            "same seeds run on other machines or thread counts")],
     out: Annotated[Path, Opt(help="baseline JSON to write (commit it next to the code)")],
     floor: Annotated[float, Opt(help="absolute tolerance floor stored in the baseline (0.01 = 1 point)")] = 0.01,
 ) -> None:
-    """Store per cell (settings without seed) and metric the mean and spread over seeds."""
+    """Store per cell (settings without seed) and metric the mean and spread over seeds, and every run with its
+    seed and kernels (README, Regression baselines)."""
     from rdbench.bench.baseline import save_baseline
 
     try:
-        b = save_baseline(results, out, floor=floor)
+        b = save_baseline(list(results), out, floor=floor)
     except (OSError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"baseline of {len(b['cells'])} cells written to {out}")

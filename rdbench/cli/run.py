@@ -167,6 +167,8 @@ def demo(
     = Path("results/demo"),
     epochs: Annotated[int, Opt(help="override the demo's epochs", show_default=False)] = None,
     categories: Annotated[str, Opt(help="comma-separated synthetic categories (default brick,gravel,nut)")] = "",
+    seed: Annotated[int, Opt(help="training seed; a baseline meant for other machines needs several (README, "
+                                  "Regression baselines): run the demo once per seed into one --results")] = 111,
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
@@ -175,7 +177,7 @@ def demo(
     from rdbench.data.synthetic import SYNTHETIC_CATEGORIES
     from rdbench.registry import unknown_choice
 
-    settings = DemoSettings()
+    settings = dataclasses.replace(DemoSettings(), seed=seed)
     if epochs is not None:
         if epochs < 1:
             fail(f"--epochs must be >= 1, got {epochs}")
