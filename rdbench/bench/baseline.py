@@ -23,6 +23,15 @@ from rdbench.records.store import read_records, sidecar_of, write_json
 SCHEMA = 1
 DEFAULT_FLOOR = 0.01  # absolute: one AUROC/PRO point; below that, CPU-kernel noise between machines
 SPREAD_FACTOR = 3.0  # tolerance = max(floor, 3 x the baseline's seed std)
+PREDICTION = 0.995  # rule 2: a one-sided 99.5% prediction bound for one more run of a seed from its n kernels' runs
+
+
+def prediction_factor(n: int) -> float:
+    """Student's t quantile x sqrt(1 + 1/n): how many of n runs' std a new run may lie below their mean (6.5 at n = 4,
+    3.7 at n = 8). Four runs of one seed say little of its spread, and this says how little."""
+    from scipy.stats import t
+
+    return float(t.ppf(PREDICTION, n - 1)) * (1 + 1 / n) ** 0.5
 
 
 def kernels(record: RunRecord) -> str | None:
@@ -102,10 +111,13 @@ def _by_seed(found: list[tuple[RunRecord, Path]]) -> dict[int, list[tuple[RunRec
     return out
 
 
-def save_baseline(results_dir: Path | str | list, out: Path | str, floor: float = DEFAULT_FLOOR) -> dict:
+def save_baseline(results_dir: Path | str | list, out: Path | str, floor: float = DEFAULT_FLOOR,
+                  other_floor: float | None = None) -> dict:
     """A baseline of the records in ``results_dir`` (one folder or several, e.g. the same seeds run on other
     machines or thread counts). Per metric: the mean and std over seeds (each seed the mean of its runs) and
-    every run with its seed and kernels, which ``check`` needs for its rerun and kernel-spread rules."""
+    every run with its seed and kernels, which ``check`` needs for its rerun and kernel-spread rules.
+    ``other_floor``: the least tolerance for a run on kernels the baseline lacks (default ``floor``): the
+    largest change of one seed measured between real machines, which a few kernels of one machine can miss."""
     folders = [Path(d) for d in (results_dir if isinstance(results_dir, list) else [results_dir])]
     found: dict[str, list[tuple[RunRecord, Path]]] = {}
     for folder in folders:
@@ -139,6 +151,7 @@ def save_baseline(results_dir: Path | str | list, out: Path | str, floor: float 
         if scores:
             cells[key]["scores"] = scores
     baseline = {"schema": SCHEMA, "rdbench": __version__, "floor": floor,
+                "other_floor": floor if other_floor is None else max(floor, other_floor),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "commits": sorted({str(r.environment.get("commit")) for rs in found.values() for r, _ in rs}),
                 "cells": cells}
@@ -185,8 +198,9 @@ def _shape_problem(baseline) -> str | None:
     cells = baseline.get("cells")
     if not isinstance(cells, dict):
         return 'it has no "cells"' if cells is None else f'its "cells" is {_kind(cells)}, not an object'
-    if "floor" in baseline and not _number(baseline["floor"]):
-        return f'its "floor" is {baseline["floor"]!r}, not a number'
+    for key in ("floor", "other_floor"):
+        if key in baseline and not _number(baseline[key]):
+            return f'its "{key}" is {baseline[key]!r}, not a number'
     for key, cell in cells.items():
         if not isinstance(cell, dict) or not isinstance(cell.get("label"), str):
             return f'cell {key!r} is not an object with a "label"'
@@ -225,13 +239,14 @@ def _kernels_named(recs: list[RunRecord]) -> str:
     return found[0] if len(found) == 1 else f"{len(found)} kernels"
 
 
-def _expected(stats: dict, recs: list[RunRecord], tolerance: float | None,
-              floor: float) -> tuple[float, float, str]:
+def _expected(stats: dict, recs: list[RunRecord], tolerance: float | None, floor: float,
+              other_floor: float) -> tuple[float, float, str]:
     """(baseline value, tolerance, note) for a metric of fresh records ``recs``, by the first rule that applies:
-    1. each fresh run is a seed the baseline ran on the same kernels: it must reproduce it, within the floor;
-    2. each fresh seed has runs on 2+ kernels in the baseline: the fresh mean is held to those seeds' mean with
-       max(floor, 3 x their spread over kernels), what another machine's rounding does to one seed;
-    3. otherwise to the baseline's mean with max(floor, 3 x its seed std).
+    1. each fresh run is a seed the baseline ran on the same kernels: it must reproduce it, within ``floor``;
+    2. each fresh seed has runs on n >= 2 kernels in the baseline: the fresh mean is held to those runs' mean
+       with max(other_floor, prediction_factor(n) x their std), what other rounding may do to one seed;
+    3. otherwise to the baseline's mean with max(floor, 3 x its seed std), ``other_floor`` at least where the
+       fresh kernels are none of the baseline's.
     ``tolerance``, if given, replaces the computed one."""
     runs = stats.get("runs") or []
     exact = {(str(r["seed"]), r["kernels"]): r["value"] for r in runs if r.get("kernels")}
@@ -242,17 +257,19 @@ def _expected(stats: dict, recs: list[RunRecord], tolerance: float | None,
     per_seed: dict[str, list[float]] = {}
     for r in runs:
         per_seed.setdefault(str(r["seed"]), []).append(r["value"])
-    seeds = [s for s, _ in fresh]
+    seeds = sorted({s for s, _ in fresh})
     if all(len(per_seed.get(s, [])) >= 2 for s in seeds):
-        spread = statistics.fmean(statistics.variance(per_seed[s]) for s in set(seeds)) ** 0.5
-        counts = "/".join(str(len(per_seed[s])) for s in sorted(set(seeds)))
-        return (statistics.fmean(statistics.fmean(per_seed[s]) for s in seeds),
-                max(floor, SPREAD_FACTOR * spread) if tolerance is None else tolerance,
-                f"{_kernels_named(recs)}, not among the baseline's: held to the spread of the same seed over "
-                f"{counts} kernels")
-    tol = max(floor, SPREAD_FACTOR * (stats["std"] or 0.0)) if tolerance is None else tolerance
+        spread = statistics.fmean(statistics.variance(per_seed[s]) for s in seeds) ** 0.5
+        n = min(len(per_seed[s]) for s in seeds)
+        return (statistics.fmean(statistics.fmean(per_seed[s]) for s, _ in fresh),
+                max(other_floor, prediction_factor(n) * spread) if tolerance is None else tolerance,
+                f"{_kernels_named(recs)}, not among the baseline's runs of seed {', '.join(seeds)}: held to the "
+                f"spread of the same seed over {n} kernels")
     known = {r.get("kernels") for r in runs} - {None}
-    if not known or all(k in known for _, k in fresh):
+    foreign = bool(known) and any(k not in known for _, k in fresh)
+    tol = max(other_floor if foreign else floor, SPREAD_FACTOR * (stats["std"] or 0.0))
+    tol = tol if tolerance is None else tolerance
+    if not foreign:
         return stats["mean"], tol, ""
     note = f"{_kernels_named(recs)}, not among the baseline's: held to the seed spread"
     if stats["std"] is None:
@@ -264,12 +281,13 @@ def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float |
           floor: float | None = None) -> list[Row]:
     """Compare fresh records with a baseline. All metrics are higher-is-better (AUROC, PRO): a fresh
     mean below the expected value by more than the tolerance is a regression. A rerun of the baseline's seeds on
-    its kernels (``kernels``) is expected to give those seeds' values, within the floor; any other is held to
-    the baseline's mean with max(floor, 3 x the baseline's seed std). ``tolerance``, if given, replaces either.
+    its kernels (``kernels``) is expected to give those seeds' values, within the floor; other runs are held to
+    the spread of a seed over kernels or of the seeds (``_expected``). ``tolerance``, if given, replaces these.
     A cell or metric of the baseline with no fresh value is MISSING (a failure, never a silent pass)."""
     baseline = load_baseline(baseline_file)
     cells = baseline["cells"]
     floor = baseline.get("floor", DEFAULT_FLOOR) if floor is None else floor
+    other_floor = max(floor, baseline.get("other_floor", floor))
     fresh = group_cells(read_records(Path(results_dir)))
     rows = []
     for key, cell in cells.items():
@@ -280,7 +298,7 @@ def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float |
                 tol = tolerance if tolerance is not None else max(floor, SPREAD_FACTOR * (stats["std"] or 0.0))
                 rows.append(Row(cell["label"], name, stats["mean"], stats["std"], None, tol, "MISSING"))
                 continue
-            expected, tol, note = _expected(stats, have, tolerance, floor)
+            expected, tol, note = _expected(stats, have, tolerance, floor, other_floor)
             mean = statistics.fmean(r.metrics[name] for r in have)
             status = "REGRESSION" if mean < expected - tol else "improved" if mean > expected + tol else "ok"
             rows.append(Row(cell["label"], name, expected, stats["std"], mean, tol, status, note=note))

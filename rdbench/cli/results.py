@@ -97,13 +97,16 @@ def baseline_save(
                                             "same seeds run on other machines or thread counts")],
     out: Annotated[Path, Opt(help="baseline JSON to write (commit it next to the code)")],
     floor: Annotated[float, Opt(help="absolute tolerance floor stored in the baseline (0.01 = 1 point)")] = 0.01,
+    other_floor: Annotated[float, Opt(help="least tolerance for a run on kernels the baseline lacks (default: "
+                                           "--floor): the largest change of one seed seen between machines",
+                                      show_default=False)] = None,
 ) -> None:
     """Store per cell (settings without seed) and metric the mean and spread over seeds, and every run with its
     seed and kernels (README, Regression baselines)."""
     from rdbench.bench.baseline import save_baseline
 
     try:
-        b = save_baseline(list(results), out, floor=floor)
+        b = save_baseline(list(results), out, floor=floor, other_floor=other_floor)
     except (OSError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"baseline of {len(b['cells'])} cells written to {out}")

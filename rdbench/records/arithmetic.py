@@ -2,8 +2,10 @@
 model is built from. Two machines with the same torch and instruction set can still round differently: oneDNN
 and MKL pick their blocking (and so the order of a sum) by the CPU's cache sizes and model, and training turns a
 last-bit difference into a change like a new seed (docs/parity.md). Seed 111 of the FashionMNIST baseline gave
-class 1 an AUROC of 97.7 on one AVX512 machine and 94.5 on another, both "AVX512" to torch. Equal hashes mean the
-kernels that decide a run's numbers round alike; a baseline holds a rerun to its seeds only then."""
+class 1 an AUROC of 97.7 on one AVX512 machine and 94.5 on another, both "AVX512" to torch. A baseline holds a
+rerun to its seeds' values only where the hash is the same. Equal hashes are evidence, not proof, that training
+rounds alike: a shape the probe lacks could still be blocked otherwise, and the check would then say so as a
+regression of a rerun (results/baselines/README.md says how to re-save)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import hashlib
 
 import torch
 import torch.nn.functional as F
+import torchvision
 
 
 def arithmetic_fingerprint(device: torch.device | str = "cpu") -> str:
@@ -27,9 +30,11 @@ def _probe(device: str, threads: int) -> str:
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g).to(device)
 
-    # shapes of the model's own work: a one-pixel convolution as a matrix product (the 32 px step), 3x3
-    # convolutions in both memory layouts with their weight gradient, a strided transposed convolution (the
-    # decoder's upsampling), batch norm in training mode, and a long reduction (the losses)
+    # the model's own work: 3x3 convolutions in both memory layouts and their weight gradient, a one-pixel
+    # convolution as a matrix product (the 32 px step), a strided transposed convolution (the decoder's
+    # upsampling), batch norm in training mode, a long reduction (the losses), and a resnet18 forward and backward
+    # pass at 32 px, which runs every convolution shape family of the teacher (oneDNN blocks per shape, so a
+    # probe of few shapes could agree where training differs); about 0.5 s, once per process
     with torch.no_grad():
         x, w = rand(2, 64, 32, 32), rand(128, 64, 3, 3)
         outs = [rand(96, 2304) @ rand(2304, 512), F.conv2d(x, w, padding=1),
@@ -39,6 +44,12 @@ def _probe(device: str, threads: int) -> str:
     w.requires_grad_(True)
     F.conv2d(x, w, padding=1).square().mean().backward()
     outs.append(w.grad)
+    with torch.random.fork_rng(devices=[]):  # its initialisation must not move the runs' random streams
+        torch.manual_seed(0)
+        net = torchvision.models.resnet18(num_classes=8).to(device)
+    y = net(rand(2, 3, 32, 32))
+    y.square().mean().backward()
+    outs += [y, net.conv1.weight.grad, net.layer4[1].conv2.weight.grad]
     h = hashlib.sha256()
     for t in outs:
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
