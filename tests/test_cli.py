@@ -134,7 +134,7 @@ def test_demo_seed_reaches_every_run(tmp_path, monkeypatch):
         seen.append(settings)
         return []
     monkeypatch.setattr(demo_mod, "run_demo", fake_run_demo)
-    monkeypatch.setattr("rdbench.cli.run.render", lambda *a, **k: "report.html", raising=False)
+    monkeypatch.setattr("rdbench.cli.run.render", lambda *a, **k: "report.html")
     _run("demo", "--results", tmp_path, "--seed", "113", "--no-progress")
     assert [s.seed for s in seen] == [113]
     assert demo_mod.DemoSettings().seed == 111  # the default run, which the committed baseline's seed 111 checks

@@ -1,9 +1,9 @@
 """Regression baselines: per cell (a run's settings without its seed) and metric, the mean and spread
-over seeds, each seed's value and the kernels they ran on; ``check`` compares fresh records against it and says
-what moved: a rerun of the baseline's seeds on its kernels seed by seed (it must reproduce them), anything else
-by the seed spread. ``save_baseline`` also copies each
-cell's scores sidecars into ``<baseline>.scores/`` (named in the cell's ``scores``), what ``check --stat``
-(``rdbench.bench.baseline_stat``) needs for its paired bootstrap."""
+over seeds and every run with its seed and kernels, from one or more results folders; ``check`` compares fresh
+records against it and says what moved and by which rule (``_expected``): a rerun on the baseline's kernels must
+reproduce its seed, a seed the baseline ran on several kernels is held to their spread, anything else to the
+seed spread. ``save_baseline`` also copies each cell's scores sidecars into ``<baseline>.scores/`` (named in the
+cell's ``scores``), what ``check --stat`` (``rdbench.bench.baseline_stat``) needs for its paired bootstrap."""
 
 from __future__ import annotations
 

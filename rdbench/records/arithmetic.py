@@ -44,8 +44,10 @@ def _probe(device: str, threads: int) -> str:
     w.requires_grad_(True)
     F.conv2d(x, w, padding=1).square().mean().backward()
     outs.append(w.grad)
-    with torch.random.fork_rng(devices=[]):  # its initialisation must not move the runs' random streams
-        torch.manual_seed(0)
+    # its initialisation must not move the runs' random streams: built on the CPU from the CPU generator only
+    # (torch.manual_seed would also seed, or queue a seed for, every CUDA device), which fork_rng restores
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)
         net = torchvision.models.resnet18(num_classes=8).to(device)
     y = net(rand(2, 3, 32, 32))
     y.square().mean().backward()
