@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from rdbench.registry import unknown_choice
 
 AMP_CHOICES = ("none", "bf16", "fp16")  # RunConfig.amp; the dtypes are in rdbench.engine.device
+DTYPE_CHOICES = ("float32", "float64")  # RunConfig.dtype
 EVAL_PROTOCOLS = ("final", "paper")  # RunConfig.eval_protocol
 
 
@@ -45,6 +46,12 @@ class RunConfig:
     # float32 like the authors; "bf16" (CPU or CUDA) / "fp16" (CUDA) are faster and change the metrics
     # slightly (measured in ``rdbench profile --amp``), so they are part of the hash.
     amp: str = "none"
+    # The networks' arithmetic. "float32" is the paper's and the authors'. "float64" exists for the golden check
+    # (rdbench.bench.golden): the weights are drawn in float32 from the seed as always, then cast, and every
+    # image enters as float64. Float32 training amplifies a CPU's rounding like a new seed; in float64 that
+    # rounding (1e-16) stays far below any real change over a short run, so its numbers are the same on any CPU.
+    # Part of the hash (other numbers), left out of it and of the record at its default.
+    dtype: str = "float32"
     # Memory for the teacher-feature cache of training, GiB; None = rdbench.engine.feature_cache.default_budget,
     # 0 = off. Not part of the hash: on CPU the cache is bit-identical, on CUDA within float rounding.
     feature_cache_gb: float | None = None
@@ -63,7 +70,7 @@ class RunConfig:
     NON_RESULT_FIELDS = ("device", "eval_batch_size", "data_root", "feature_cache_gb", "exact_eval")
     # Fields added after records were first written: left out of the hash at their default, so that
     # every earlier record keeps its id (and a sweep does not rerun it).
-    HASH_OMITTED_AT_DEFAULT = {"amp": "none"}
+    HASH_OMITTED_AT_DEFAULT = {"amp": "none", "dtype": "float32"}
 
     def __post_init__(self):
         layers = tuple(int(x) for x in self.layers)
@@ -82,12 +89,16 @@ class RunConfig:
             raise ValueError(unknown_choice("amp", self.amp, AMP_CHOICES))
         if self.feature_cache_gb is not None and self.feature_cache_gb < 0:
             raise ValueError(f"feature_cache_gb must be >= 0 (0 = no cache), got {self.feature_cache_gb}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(unknown_choice("dtype", self.dtype, DTYPE_CHOICES))
+        if self.dtype != "float32" and self.amp != "none":
+            raise ValueError(f"dtype {self.dtype} excludes amp {self.amp}: mixed precision is a float32 speed-up")
         if self.eval_protocol not in EVAL_PROTOCOLS:
             raise ValueError(unknown_choice("eval protocol", self.eval_protocol, EVAL_PROTOCOLS))
 
     # Fields added after records were first written that are written only when set: a record of older code
     # reads back into the same JSON (its config has no such key, and the default is what it ran with).
-    WRITTEN_ONLY_WHEN_SET = {"exact_eval": False}
+    WRITTEN_ONLY_WHEN_SET = {"exact_eval": False, "dtype": "float32"}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -82,8 +82,9 @@ def full_resolution_mask(img: Image.Image) -> np.ndarray:
     return np.asarray(to_gray(img), dtype=np.float32) / 255.0 > MASK_THRESHOLD
 
 
-def binarize(mask: torch.Tensor, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
-    return (mask > threshold).to(torch.float32)
+def binarize(mask: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    # the threshold is read when called (None: MASK_THRESHOLD), so that one constant rules every mask reader
+    return (mask > (MASK_THRESHOLD if threshold is None else threshold)).to(torch.float32)
 
 
 def image_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:

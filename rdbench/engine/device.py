@@ -36,6 +36,16 @@ def synchronize(device: torch.device) -> None:
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # AMP_CHOICES without "none"
+RUN_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # RunConfig.dtype -> the networks' dtype
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a model computes in: an inference copy says it (``rdbench_dtype``: its packed layers hold no
+    parameters), a plain model has its parameters' dtype."""
+    dtype = getattr(model, "rdbench_dtype", None)
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    return dtype
 
 
 def check_amp(amp: str | None, device: torch.device | None = None) -> str:

@@ -18,7 +18,7 @@ from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from rdbench.engine.device import autocast, bf16_native
+from rdbench.engine.device import autocast, bf16_native, model_dtype
 from rdbench.engine.heap import release_free_memory
 from rdbench.engine.scoring import gaussian_blur, layer_maps, sum_layers
 from rdbench.models.backbones import BACKBONES, Teacher
@@ -124,7 +124,7 @@ def _prepack_supported(dtype: torch.dtype = torch.float32) -> bool:
     # oneDNN packs bf16 weights only where bf16 is native (AVX512 or AMX); on an AVX2 CPU the reorder raises
     return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
             and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
-            and (dtype == torch.float32 or bf16_native("cpu")))
+            and (dtype == torch.float32 or (dtype == torch.bfloat16 and bf16_native("cpu"))))
 
 
 class PackedConv2d(nn.Module):
@@ -187,7 +187,7 @@ def prepack_convolutions(model: nn.Module) -> int:
 def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", channels_last: bool | None = None,
                           fold_bn: bool = True, inplace: bool = False, pixel_shuffle: bool = True,
                           prepack: bool | None = None, compile: bool = False, consume: bool = False,
-                          dtype: torch.dtype | str = torch.float32) -> RDModel:
+                          dtype: torch.dtype | str | None = None) -> RDModel:
     """An inference-only version of ``model`` on ``device`` (a copy unless ``inplace`` or ``consume``: the
     training model is left as it is); its maps equal the unprepared model's within float rounding (~1e-6).
     ``consume=True``: the caller hands ``model`` over because scoring is all that is left to do with it (the
@@ -201,8 +201,9 @@ def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", ch
     * ``channels_last`` (default: on CPU; on CUDA off unless asked, not measured here): NHWC weights;
     * ``prepack`` (default: on CPU with channels_last when oneDNN is there, not with ``compile``):
       ``PackedConv2d`` everywhere;
-    * ``dtype`` (float32 or bfloat16, or their names): the weights and the networks' arithmetic;
-      ``fast_predict`` casts the images to it and the features back to float32 for the maps. bfloat16 on the
+    * ``dtype`` (float32 or bfloat16, or their names; None: the model's own, float64 for a float64 run, whose
+      copy is never packed: oneDNN has no float64 kernels): the weights and the networks' arithmetic;
+      ``fast_predict`` casts the images to it and bfloat16 features back to float32 for the maps. bfloat16 on the
       CPU: the weights are cast once (after folding, in float32) and packed like float32 ones, where autocast
       casts all of them again at every call and cannot use packed weights. Measured (2-core AVX512-BF16 CPU,
       wide_resnet50_2 256 px, batch 8, networks only, same run): float32 packed 2.86 images/s; bf16 autocast
@@ -233,11 +234,15 @@ def prepare_for_inference(model: RDModel, device: torch.device | str = "cpu", ch
         fold_batchnorm(model)
     if pixel_shuffle:
         replace_deconvs(model)
+    own = model_dtype(model)
+    if dtype is None:
+        dtype = own
     if isinstance(dtype, str):  # a name, as JSON settings carry it ("bfloat16")
         dtype = getattr(torch, dtype, None)
-    if dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype} (fp16: autocast on CUDA)")
-    if dtype != torch.float32:
+    if dtype not in (torch.float32, torch.bfloat16) and not (dtype == own == torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.bfloat16 (or a float64 model's own), got {dtype} "
+                         "(fp16: autocast on CUDA)")
+    if dtype != own:
         model.to(dtype)  # after folding: the folded weights are computed in float32, then rounded once
     if prepack is None:
         prepack = device.type == "cpu" and bool(channels_last) and _prepack_supported(dtype) and not compile
@@ -288,9 +293,9 @@ def cpu_micro_batch(model: RDModel, image_size: tuple[int, int]) -> int:
     it. Measured with prepared models at 256 px: wide_resnet50_2 (4 MiB per image) is fastest one image at
     a time (0.32 s/image vs 0.35 at batch 8), resnet18 (1 MiB) at 2-4 images (0.052 vs 0.059 at batch 1)."""
     spec = BACKBONES.get(model.backbone)
-    dtype = getattr(model, "rdbench_dtype", torch.float32)
+    dtype = model_dtype(model)
     per_image = 64 * spec.expansion * (image_size[0] // 4) * (image_size[1] // 4) * dtype.itemsize
-    budget = CPU_MICRO_BATCH_BYTES if dtype == torch.float32 else CPU_MICRO_BATCH_BYTES_LOW
+    budget = CPU_MICRO_BATCH_BYTES_LOW if dtype in (torch.bfloat16, torch.float16) else CPU_MICRO_BATCH_BYTES
     return max(1, budget // per_image)
 
 
@@ -304,8 +309,8 @@ def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] =
     batch run in micro-batches (``micro_batch``; default ``cpu_micro_batch``; the whole batch on CUDA).
     ``keep_layers``: also return each layer's raw map (N x L x S x S float32, ``scoring.layer_maps``), from
     which the maps of any subset of the layers follow without another forward pass (Table 7)."""
-    dtype = getattr(model, "rdbench_dtype", torch.float32)
-    low = dtype != torch.float32  # a reduced-precision copy: its own dtype, no autocast
+    dtype = model_dtype(model)
+    low = dtype in (torch.bfloat16, torch.float16)  # a reduced-precision copy: its own dtype, no autocast
     if amp is not None and amp != "none" and not low and getattr(model, "rdbench_prepacked", False):
         raise ValueError("amp needs a model prepared with prepack=False or with dtype=torch.bfloat16 (prepacked "
                          "float32 convolutions run float32)")
@@ -319,7 +324,7 @@ def fast_predict(model: RDModel, images: torch.Tensor, layers: tuple[int, ...] =
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return torch.cat(parts)
     size = images.shape[-2:]
-    if low:
+    if images.dtype != dtype:  # a bfloat16 copy, or a float64 model (RunConfig.dtype)
         images = images.to(dtype)
     if getattr(model, "rdbench_channels_last", False):
         images = images.contiguous(memory_format=torch.channels_last)

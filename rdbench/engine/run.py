@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from rdbench.config import RunConfig
-from rdbench.engine.device import check_amp, resolve_device, warn_if_emulated
+from rdbench.engine.device import RUN_DTYPES, check_amp, resolve_device, warn_if_emulated
 from rdbench.engine.gallery import make_gallery
 from rdbench.engine.inference import inference_options, prepare_for_inference
 from rdbench.engine.protocol import get_protocol
@@ -133,6 +133,7 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
         train_set, test_set = protocol.datasets(config)
         torch.manual_seed(config.seed)  # the initial weights depend on this seed alone
         model = build_rd_model(config.backbone, config.weights, config.bottleneck)
+        model.to(RUN_DTYPES[config.dtype])  # drawn in float32 from the seed, then cast: the same initial weights
         record.teacher_weights = model.weights_info
         # saved in the resume checkpoint, so a resumed "paper" run keeps the curve evaluated before it stopped
         carry: dict = {"metric_curve": []}
@@ -163,6 +164,8 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
             model = prepare_for_inference(model, device, consume=True, **inference_options(config.amp, device))
         ev = protocol.evaluate(model, test_set, config, device, keep_maps=True, final=True)
         record.gallery = make_gallery(test_set, ev.maps, ev.per_image["label"], ev.per_image["score"])
+        if events is not None:
+            events.evaluated(ev)
         ev.maps = ev.masks = None  # free them: a category's maps are ~100 MB at 256 px
         if config.eval_protocol == "paper":
             curve = carry["metric_curve"] + [{"epoch": config.epochs, **ev.metrics}]

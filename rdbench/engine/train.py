@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from rdbench.config import RunConfig
-from rdbench.engine.device import autocast, check_amp
+from rdbench.engine.device import autocast, check_amp, model_dtype
 from rdbench.engine.fast_step import adam, one_pixel_convolutions, reuse_heap
 from rdbench.engine.feature_cache import TeacherFeatureCache
 from rdbench.engine.losses import distillation_loss
@@ -53,11 +53,22 @@ class TrainEvents:
     """What a caller hears of a run while it trains (a sweep's progress bar, a Ray worker's reports to the
     driver). This base class hears nothing."""
 
+    def started(self, model: RDModel) -> None:
+        """Training is about to start: ``model`` is on its device, as built (before a checkpoint is restored)."""
+
+    def step(self, epoch: int, loss: torch.Tensor) -> None:
+        """One optimiser step of epoch ``epoch`` (1-based) was taken; ``loss`` is its loss before the step (a
+        tensor on the device: reading it makes the CPU wait for the GPU, so a listener that needs no value should
+        not)."""
+
     def resumed(self, epoch: int) -> None:
         """Training continues after ``epoch`` epochs restored from a resume checkpoint."""
 
     def epoch(self, epoch: int, total: int) -> None:
         """Epoch ``epoch`` of ``total`` is done (and its checkpoint, if one was due, written)."""
+
+    def evaluated(self, result) -> None:
+        """The run's final evaluation (``rdbench.engine.evaluate.EvalResult``), while it still holds the maps."""
 
 
 class CheckpointSchedule:
@@ -202,6 +213,8 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
     start_epoch = 0
+    if events is not None:
+        events.started(model)
     if resume and checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint, model, config)
         if state.get("kind") != "resume":
@@ -217,6 +230,7 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
         model.to(device)
         if events is not None:
             events.resumed(start_epoch)
+    dtype = model_dtype(model)  # the images enter in the networks' dtype (float64 for RunConfig.dtype "float64")
     features = TeacherFeatureCache(model.teacher, batches.n, device, feature_cache_bytes)
     t0 = time.perf_counter()
     schedule = CheckpointSchedule(checkpoint_every_s, t0)
@@ -231,7 +245,7 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
             total = torch.zeros((), dtype=torch.float64, device=device)
             count = 0
             for idx in batches.epoch_indices(generator):
-                t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, non_blocking=True))
+                t = features.features(idx, lambda idx=idx: batches.images(idx).to(device, dtype, non_blocking=True))
                 with autocast(device, amp):
                     s = model.student(t)
                 if amp != "none":
@@ -242,6 +256,8 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                if events is not None:
+                    events.step(epoch + 1, loss.detach())
                 total += loss.detach().double() * idx.numel()
                 count += idx.numel()
             mean = float(total) / count
