@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rdbench.cli import compare, fetch, perf, results, run, sweep
+from rdbench.cli import compare, fetch, golden, perf, results, run, sweep
 
 app = typer.Typer(no_args_is_help=True, add_completion=True,
                   help="Benchmark and reproducibility harness for RD4AD (Reverse Distillation, CVPR 2022).")
@@ -51,3 +51,9 @@ baseline_app.command("save")(results.baseline_save)
 baseline_app.command("check")(results.baseline_check)
 app.add_typer(baseline_app, name="baseline")
 app.command("check", help="Alias of `rdbench baseline check`.")(results.baseline_check)
+
+golden_app = typer.Typer(no_args_is_help=True, help="The exact regression check: a float64 suite of small runs "
+                                                   "against results/baselines/golden.json, the same on any CPU.")
+golden_app.command("check")(golden.check)
+golden_app.command("save")(golden.save)
+app.add_typer(golden_app, name="golden")
