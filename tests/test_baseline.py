@@ -267,19 +267,51 @@ def test_stat_check_flags_a_drop_beyond_noise_and_not_one_within_it(tmp_path):
     assert (tmp_path / cell["scores"]["111"]).is_file() and cell["data_fingerprint"] == "d" * 64
     put(tmp_path / "drop", degrade(0.05, 0.3))  # 5 points: its interval lies wholly below -1 point
     put(tmp_path / "noise", degrade(0.02, 1.0))  # 2 points: beyond the floor, but its interval holds 0
-    rows = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "drop")}
+    rows = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "drop", min_seeds=1)}
     assert rows["image_auroc"].status == "REGRESSION" and rows["image_auroc"].high < -0.01
     assert rows["pro_mvtec"].note.startswith("no interval for this metric")  # the default rule, said so
-    noisy = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "noise")}["image_auroc"]
+    noisy = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "noise", min_seeds=1)}["image_auroc"]
     assert noisy.delta < -0.01 and noisy.low < 0 < noisy.high and noisy.status == "ok"
     assert {r.metric: r for r in check(tmp_path / "b.json", tmp_path / "noise")}["image_auroc"].status == "REGRESSION"
     args = ["baseline", "check", "--baseline", str(tmp_path / "b.json"), "--results"]
-    res = runner.invoke(app, [*args, str(tmp_path / "drop"), "--stat"])
+    one = ["--stat", "--min-seeds", "1"]  # one seed a side: judged by its images-only interval only when asked
+    res = runner.invoke(app, [*args, str(tmp_path / "drop"), *one])
     assert res.exit_code == 1 and "REGRESSION" in res.output and "95% CI" in res.output, res.output
-    assert runner.invoke(app, [*args, str(tmp_path / "noise"), "--stat"]).exit_code == 0
+    assert runner.invoke(app, [*args, str(tmp_path / "noise"), *one]).exit_code == 0
     assert runner.invoke(app, [*args, str(tmp_path / "noise")]).exit_code == 1  # default mode unchanged
     # the floor still applies: a 5-point drop with a tight interval passes a 10-point floor
-    assert runner.invoke(app, [*args, str(tmp_path / "drop"), "--stat", "--floor", "0.1"]).exit_code == 0
+    assert runner.invoke(app, [*args, str(tmp_path / "drop"), *one, "--floor", "0.1"]).exit_code == 0
+    # by default one seed is too few for the interval: the tolerance rule judges, and the note says why
+    row = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "noise")}["image_auroc"]
+    assert row.status == "REGRESSION" and row.low < 0 < row.high and row.tolerance == 0.01
+    assert row.note.startswith("cannot judge by the interval: 1 fresh seed(s), 1 in the baseline; --stat needs >= 3 "
+                               "per side (--min-seeds): tolerance rule")
+    res = runner.invoke(app, [*args, str(tmp_path / "noise"), "--stat"])
+    assert res.exit_code == 1 and "cannot judge by the interval" in res.output
+
+
+def test_stat_check_with_three_seeds_a_side_judges_by_the_interval(tmp_path):
+    from test_compare import _seeds
+
+    from rdbench.bench.baseline_stat import check_stat
+
+    _seeds(tmp_path / "base", 0.0, 1)
+    save_baseline(tmp_path / "base", tmp_path / "b.json")
+    _seeds(tmp_path / "drop", 0.08, 11)
+    _seeds(tmp_path / "same", 0.0, 21)
+    _seeds(tmp_path / "one", 0.08, 31, n=1)
+    drop = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "drop")}["image_auroc"]
+    assert drop.status == "REGRESSION" and drop.high < -0.01 and drop.note == ""
+    same = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "same")}["image_auroc"]
+    assert same.status == "ok" and same.low < 0 < same.high
+    one = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "one")}["image_auroc"]
+    assert one.note.startswith("cannot judge by the interval: 1 fresh seed(s), 3 in the baseline")
+    assert one.low is not None  # still shown to the reader
+    args = ["baseline", "check", "--baseline", str(tmp_path / "b.json"), "--stat", "--results"]
+    assert runner.invoke(app, [*args, str(tmp_path / "drop")]).exit_code == 1
+    assert runner.invoke(app, [*args, str(tmp_path / "same")]).exit_code == 0
+    res = runner.invoke(app, [*args, str(tmp_path / "drop"), "--min-seeds", "4"])  # too few: the tolerance rule
+    assert "cannot judge by the interval: 3 fresh seed(s), 3 in the baseline" in res.output
 
 
 def test_stat_check_needs_a_baseline_with_scores(base):
@@ -305,7 +337,7 @@ def test_stat_check_says_when_one_seed_on_other_kernels_is_judged_by_images_alon
     save_baseline(tmp_path / "base", tmp_path / "b.json")
     put_on(tmp_path / "same", degrade(0.02, 1.0), AVX512)
     put_on(tmp_path / "avx2", degrade(0.02, 1.0), AVX2)
-    same = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "same")}["image_auroc"]
-    other = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "avx2")}["image_auroc"]
+    same = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "same", min_seeds=1)}["image_auroc"]
+    other = {r.metric: r for r in check_stat(tmp_path / "b.json", tmp_path / "avx2", min_seeds=1)}["image_auroc"]
     assert same.note == "" and (other.low, other.high) == (same.low, same.high)
     assert "not the baseline's" in other.note and "covers the test images" in other.note

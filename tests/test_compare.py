@@ -63,26 +63,36 @@ def _row(rows, metric="image_auroc"):
 
 
 def test_five_point_drop_is_significant_and_a_fifth_of_a_point_is_not(pair):
+    """Over the test images; with one seed per side that is no verdict (training randomness is left out)."""
     a, b5, b02 = pair
     big, small = _row(compare_dirs(a, b5)), _row(compare_dirs(a, b02))
     assert big.delta == pytest.approx(-0.05, abs=1e-3) and small.delta == pytest.approx(-0.002, abs=1e-3)
     assert big.significant and big.regression and big.high < 0 and big.resampled == "images"
     assert not small.significant and small.low < 0 < small.high
+    assert big.verdict == small.verdict == "inconclusive: one seed per side" and not big.seed_variance
     assert big.delong_p < 0.05 < small.delong_p and big.delong_note == ""  # one seed-matched pair
     assert _row(compare_dirs(a, b5), "pro_mvtec").note.startswith("no interval for this metric")
     res = _cli("--a", a, "--b", b5)
     assert res.exit_code == 0, res.output
     line = next(x for x in res.output.splitlines() if x.strip().startswith("image_auroc"))
-    assert "DROP (significant)" in line and "-5.0" in line
-    assert "2 significant drop(s)" in res.output and "mvtec/carpet/resnet18" in res.output
+    assert "inconclusive: one seed per side; interval: test images only" in line and "-5.0" in line
+    assert "DROP" not in res.output and "0 significant drop(s)" in res.output and "2 inconclusive" in res.output
+    assert "mvtec/carpet/resnet18" in res.output and "interval over test images only" in res.output
 
 
-def test_fail_on_regression_exit_codes(pair):
+def test_fail_on_regression_needs_min_seeds_per_side(pair):
     a, b5, b02 = pair
-    assert _cli("--a", a, "--b", b5, "--fail-on-regression").exit_code == 1
-    assert _cli("--a", a, "--b", b02, "--fail-on-regression").exit_code == 0
-    assert _cli("--a", b5, "--b", a, "--fail-on-regression").exit_code == 0  # a significant gain
+    res = _cli("--a", a, "--b", b5, "--fail-on-regression")  # one seed per side: not judged
+    assert res.exit_code == 0, res.output
+    assert ("cannot judge: mvtec/carpet/resnet18 (256px 5ep pre+oce+mff L1,2,3 weights=imagenet) has 1 seed in A, "
+            "1 in B; --fail-on-regression needs >= 3 per side (--min-seeds)") in res.output
+    one = ("--fail-on-regression", "--min-seeds", "1")  # judge on what there is: the images-only interval
+    res = _cli("--a", a, "--b", b5, *one)
+    assert res.exit_code == 1 and "over the test images alone (--min-seeds 1)" in res.output, res.output
+    assert _cli("--a", a, "--b", b02, *one).exit_code == 0
+    assert _cli("--a", b5, "--b", a, *one).exit_code == 0  # a significant gain
     assert _cli("--a", a, "--b", b5).exit_code == 0  # without the flag: a report, not a gate
+    assert _cli("--a", a, "--b", b5, "--min-seeds", "0").exit_code == 2
 
 
 def test_json_rows(pair):
@@ -93,9 +103,65 @@ def test_json_rows(pair):
     assert [r["metric"] for r in rows] == ["image_auroc", "image_ap"]
     r = rows[0]
     assert r["regression"] and r["significant"] and r["seeds_a"] == [111] and r["low"] < r["high"] < 0
+    assert r["verdict"] == "inconclusive: one seed per side" and r["seed_variance"] is False
+    assert r["interval"] == "test images only"
     assert set(r) >= {"cell", "key", "a", "b", "delta", "low", "high", "delong_p", "resampled", "note"}
     bad = _cli("--a", a, "--b", b5, "--metric", "nope")
     assert bad.exit_code == 2 and "no record has metric(s) nope" in bad.output
+
+
+def _seeds(results, drop: float, first: int, n: int = 3, noise: float = 0.3):
+    """n seeds (111...) of one cell, each BASE with its own noise, anomalous images shifted down by ``drop``; every
+    record's metrics computed from the scores its sidecar keeps."""
+    for i in range(n):
+        put(results, degrade(drop, noise, seed=first + i), seed=111 + i)
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    """A: 3 seeds; B_drop: 3 seeds, 8 points lower; B_same: 3 other seeds of the same model; B_one: 1 seed, lower."""
+    a, drop, same, one = (tmp_path / "seeded" / n for n in ("a", "b_drop", "b_same", "b_one"))
+    _seeds(a, 0.0, 1)
+    _seeds(drop, 0.08, 11)
+    _seeds(same, 0.0, 21)
+    _seeds(one, 0.08, 31, n=1)
+    return a, drop, same, one
+
+
+def test_three_seeds_a_side_judge_a_drop_and_no_change(seeded):
+    a, drop, same, _ = seeded
+    row = _row(compare_dirs(a, drop))
+    assert row.seeds_a == row.seeds_b == [111, 112, 113] and row.seed_variance and row.interval == \
+        "seeds and test images"
+    assert row.regression and row.verdict == "DROP (significant)"
+    res = _cli("--a", a, "--b", drop, "--fail-on-regression")
+    assert res.exit_code == 1 and "DROP (significant)" in res.output and "cannot judge" not in res.output, res.output
+    assert "interval over seeds and test images" in res.output
+    row = _row(compare_dirs(a, same))
+    assert row.low < 0 < row.high and row.verdict == "not significant"
+    res = _cli("--a", a, "--b", same, "--fail-on-regression")
+    assert res.exit_code == 0 and "not significant" in res.output, res.output
+    assert "0 significant drop(s), 0 significant gain(s), 2 not significant, 0 inconclusive" in res.output
+
+
+def test_one_seed_against_three_says_which_side(seeded):
+    a, _, _, one = seeded
+    row = _row(compare_dirs(a, one))
+    assert row.verdict == "inconclusive: one seed in B (3 in A)" and row.resampled == "images"
+    assert _row(compare_dirs(one, a)).verdict == "inconclusive: one seed in A (3 in B)"
+    res = _cli("--a", a, "--b", one, "--fail-on-regression")
+    assert res.exit_code == 0 and "has 3 seeds in A, 1 in B" in res.output, res.output
+
+
+def test_two_seeds_a_side_give_a_verdict_but_the_gate_wants_min_seeds(tmp_path):
+    _seeds(tmp_path / "a", 0.0, 1, n=2)
+    _seeds(tmp_path / "b", 0.08, 11, n=2)
+    row = _row(compare_dirs(tmp_path / "a", tmp_path / "b"))
+    assert row.seed_variance and row.verdict == "DROP (significant)"
+    res = _cli("--a", tmp_path / "a", "--b", tmp_path / "b", "--fail-on-regression")
+    assert res.exit_code == 0 and "has 2 seeds in A, 2 in B" in res.output, res.output
+    res = _cli("--a", tmp_path / "a", "--b", tmp_path / "b", "--fail-on-regression", "--min-seeds", "2")
+    assert res.exit_code == 1, res.output
 
 
 def test_refuses_other_data_and_other_images(tmp_path, pair):
@@ -151,6 +217,31 @@ def test_seeds_pooled_and_resampled(tmp_path):
     assert SUMMARY_NAMES["auroc"] == "image_auroc"  # novelty records' names
 
 
+def test_the_hierarchical_interval_is_the_images_one_when_seeds_agree_and_wider_when_they_differ():
+    from rdbench.bench.intervals import mean_interval
+
+    a = summarize(Y, BASE)
+    b = summarize(Y, degrade(0.03, 0.3, seed=2))
+    images = diff_interval([a], [b], "image_auroc")
+    # three identical runs a side: whatever seeds are drawn, every draw is the one-seed draw
+    low, high, over = diff_interval([a] * 3, [b] * 3, "image_auroc")
+    assert (low, high) == pytest.approx(images[:2], abs=1e-12) and over == "images, seeds"  # the mean's rounding
+    assert mean_interval([a] * 3, "image_auroc")[:2] == pytest.approx(mean_interval([a], "image_auroc")[:2])
+    spread = [summarize(Y, degrade(d, 0.3, seed=5 + i)) for i, d in enumerate((0.0, 0.03, 0.06))]
+    wide = diff_interval([a] * 3, spread, "image_auroc")
+    narrow = np.quantile(np.mean([_draws(s) for s in spread], 0) - _draws(a), [0.025, 0.975])
+    assert wide[1] - wide[0] > 1.5 * (narrow[1] - narrow[0])  # the seeds' 3-point spread is in it
+    lo, hi, over = mean_interval(spread, "image_auroc")
+    assert over == "images, seeds" and lo < np.mean([image_auroc(Y, degrade(d, 0.3, seed=5 + i)) for i, d in
+                                                     enumerate((0.0, 0.03, 0.06))]) < hi
+    with pytest.raises(ValueError, match="same test images"):
+        diff_interval([a], [summarize(Y[::-1], BASE)], "image_auroc")
+
+
+def _draws(s):
+    return metric_values(s, resample_weights(Y, 1000, 0), ["image_auroc"])["image_auroc"]
+
+
 def _recs(folder):
     from rdbench.records.store import read_records
 
@@ -163,14 +254,21 @@ def test_novelty_names_match_the_engine():
     assert all(SUMMARY_NAMES[ours] == theirs for theirs, ours in NOVELTY_INTERVALS.items())
 
 
-def test_report_compare_to_renders_the_comparison(pair, tmp_path):
+def test_report_compare_to_renders_the_comparison(pair, seeded, tmp_path):
     a, b5, _ = pair
     res = runner.invoke(app, ["report", "--results", str(b5), "--compare-to", str(a), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     html = (tmp_path / "r" / "index.html").read_text()
     section = html.split('id="compare"')[1].split("</section>")[0]
     assert 'href="#compare"' in html and str(a) in section and "mvtec/carpet/resnet18" in section
-    assert "2 significant drop(s)" in section and 'class="num drop"' in section and "<script" not in html
+    assert "0 significant drop(s)" in section and "2 inconclusive" in section and "<script" not in html
+    assert "inconclusive: one seed per side" in section and "(test images only)" in section
+    assert 'class="num drop"' not in section  # one seed a side: never coloured as a verdict
+    three_a, three_drop, _, _ = seeded
+    res = runner.invoke(app, ["report", "--results", str(three_drop), "--compare-to", str(three_a),
+                              "--out", str(tmp_path / "r3")])
+    section = (tmp_path / "r3" / "index.html").read_text().split('id="compare"')[1].split("</section>")[0]
+    assert "2 significant drop(s)" in section and 'class="num drop"' in section, res.output
     put(tmp_path / "other", BASE, fingerprint="e" * 64)
     res = runner.invoke(app, ["report", "--results", str(tmp_path / "other"), "--compare-to", str(a),
                               "--out", str(tmp_path / "r2")])

@@ -82,3 +82,36 @@ def test_written_record_is_json_a_reader_without_rdbench_can_use(tmp_path):
     rec.fail("ValueError: x")
     d = json.loads(write_record(rec, tmp_path / "r.json").read_text())
     assert d["status"] == "failed" and d["config"]["category"] == "grid" and "metrics" not in d
+
+
+class _Half:
+    """Scores whose writing fails half-way, as a full disk would."""
+
+    def to_npz(self, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+
+def test_the_sidecar_and_its_digest_are_written_atomically_and_kept_on_rewrite(tmp_path):
+    import hashlib
+
+    from rdbench.metrics import summarize
+
+    rec = RunRecord.new(RunConfig(category="grid"))
+    rec.status, rec.scores = "ok", summarize([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    path = write_record(rec, tmp_path / "runs" / "r.json")
+    side = path.with_name("r.scores.npz")
+    raw = json.loads(path.read_text())
+    assert raw["scores_file"] == side.name and raw["scores_sha256"] == hashlib.sha256(side.read_bytes()).hexdigest()
+    before = side.read_bytes()
+    rec.scores = _Half()
+    with pytest.raises(OSError, match="No space"):
+        write_record(rec, path)
+    assert side.read_bytes() == before and json.loads(path.read_text()) == raw  # neither file touched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json", "r.scores.npz"]  # no temp file left
+    back = read_record(path)  # read back (no scores in memory) and rewritten: the digest stays the sidecar's
+    assert back.scores_sha256 == raw["scores_sha256"] and write_record(back, path) and json.loads(
+        path.read_text()) == raw
+    del raw["scores_sha256"]  # a record of an older rdbench: loads, and writes back without the key
+    old = RunRecord.from_dict(raw)
+    assert old.scores_sha256 is None and "scores_sha256" not in old.to_dict()

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from rdbench.bench.tables import MVTEC_ALL, GridOptions, all_tables, format_table, get_table, paper_numbers
+from rdbench.bench.tables import (
+    MVTEC_ALL,
+    GridOptions,
+    all_tables,
+    cells_frame,
+    format_table,
+    get_table,
+    paper_numbers,
+)
 from rdbench.records.schema import RunRecord
 
 OPTS = GridOptions(data_root="/data/mvtec", novelty_root="/nowhere")
@@ -197,3 +205,37 @@ def test_cli_spells_the_table7_readings_as_the_tables_do():
     from rdbench.cli.sweep import TABLE7_READINGS as CLI_READINGS
 
     assert CLI_READINGS == TABLE7_READINGS == tuple(get_table("7").CAPTIONS)
+
+
+def test_a_cell_of_several_seeds_gets_the_seed_and_image_interval_of_its_mean():
+    """From the records' sidecars (``summaries``), with the bootstrap of rdbench compare; never for a value that is
+    not the record's own final metric (a layer subset, a best epoch) or without every seed's sidecar."""
+    import numpy as np
+
+    from rdbench.bench.intervals import mean_interval
+    from rdbench.metrics import image_auroc, summarize
+
+    table = get_table("1")
+    grid = table.grid(GridOptions(seeds=3, limit_categories=("carpet",)))
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    recs, sums = [], {}
+    for g in [g for g in grid if g.column == "RD"]:
+        scores = np.random.default_rng(g.config.seed).normal(0, 1, y.size) + 1.5 * y
+        rec = _rec(g.config, image_auroc=image_auroc(y, scores))
+        rec.metrics_ci = {"image_auroc": [0.8, 0.9]}
+        recs.append(rec)
+        sums[id(rec)] = summarize(y, scores)
+    cell = {(c.row, c.column): c for c in table.cells(grid, recs, summaries=lambda r: sums.get(id(r)))}[
+        ("carpet", "RD")]
+    low, high, over = mean_interval(list(sums.values()), "image_auroc")
+    assert cell.ci == pytest.approx((100 * low, 100 * high)) and cell.ci_seeds and over == "images, seeds"
+    assert cell.paper_in_ci is (cell.ci[0] <= 98.9 <= cell.ci[1])
+    bare = {(c.row, c.column): c for c in table.cells(grid, recs)}[("carpet", "RD")]
+    assert bare.ci is None and not bare.ci_seeds and bare.paper_in_ci is None  # no sidecars: no interval
+    partial = {(c.row, c.column): c for c in table.cells(grid, recs, summaries=lambda r: sums.get(id(r)) if r is not
+                                                        recs[0] else None)}[("carpet", "RD")]
+    assert partial.ci is None
+    one = {(c.row, c.column): c for c in table.cells(grid, recs[:1])}[("carpet", "RD")]
+    assert one.ci == pytest.approx((80.0, 90.0)) and not one.ci_seeds and one.paper_in_ci is None  # images only
+    frame = cells_frame([cell, one])
+    assert list(frame.ci_over) == ["seeds and test images", "test images only"]

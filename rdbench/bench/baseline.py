@@ -3,22 +3,23 @@ over seeds and every run with its seed and kernels, from one or more results fol
 records against it and says what moved and by which rule (``_expected``): a rerun on the baseline's kernels must
 reproduce its seed, a seed the baseline ran on several kernels is held to their spread, anything else to the
 seed spread. ``save_baseline`` also copies each cell's scores sidecars into ``<baseline>.scores/`` (named in the
-cell's ``scores``), what ``check --stat`` (``rdbench.bench.baseline_stat``) needs for its paired bootstrap."""
+cell's ``scores``), what ``check --stat`` (``rdbench.bench.baseline_stat``) needs for its paired bootstrap, with
+the sha256 of each copy (``scores_sha256``), checked again whenever the baseline is checked."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rdbench import __version__
+from rdbench.bench.sidecars import check_kept, check_records, keep_sidecars, scores_folder
 from rdbench.config import RunConfig
 from rdbench.records.schema import RunRecord
-from rdbench.records.store import read_records, sidecar_of, write_json
+from rdbench.records.store import read_records, write_json
 
 SCHEMA = 1
 DEFAULT_FLOOR = 0.01  # absolute: one AUROC/PRO point; below that, CPU-kernel noise between machines
@@ -79,28 +80,6 @@ def group_cells(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     return out
 
 
-def scores_folder(baseline_file: Path | str) -> Path:
-    """Where a baseline keeps its cells' sidecars: ``<baseline file name>.scores/`` beside it."""
-    p = Path(baseline_file)
-    return p.with_name(p.name + ".scores")
-
-
-def _keep_scores(key: str, runs: dict[int, list[tuple[RunRecord, Path]]], out: Path) -> dict | None:
-    """Copy a cell's sidecars into the baseline's scores folder, one per seed (its first run's): {seed: path
-    relative to the baseline's folder}, or None unless every seed has one (a paired comparison of part of the
-    seeds would not be the baseline's mean)."""
-    sides = {seed: sidecar_of(*found[0]) for seed, found in runs.items()}
-    if not all(side is not None and side.is_file() for side in sides.values()):
-        return None
-    folder = scores_folder(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    kept = {}
-    for seed, side in sorted(sides.items()):
-        shutil.copyfile(side, folder / f"{key}_{seed}.npz")
-        kept[str(seed)] = f"{folder.name}/{key}_{seed}.npz"
-    return kept
-
-
 def _by_seed(found: list[tuple[RunRecord, Path]]) -> dict[int, list[tuple[RunRecord, Path]]]:
     """A cell's runs by seed, one per seed and kernels (the first results folder's where several hold it)."""
     out: dict[int, list[tuple[RunRecord, Path]]] = {}
@@ -121,7 +100,9 @@ def save_baseline(results_dir: Path | str | list, out: Path | str, floor: float 
     folders = [Path(d) for d in (results_dir if isinstance(results_dir, list) else [results_dir])]
     found: dict[str, list[tuple[RunRecord, Path]]] = {}
     for folder in folders:
-        for key, recs in group_cells(read_records(folder)).items():
+        records = read_records(folder)
+        check_records(folder, records)  # every pair, before a kept sidecar of the baseline is replaced
+        for key, recs in group_cells(records).items():
             found.setdefault(key, []).extend((r, folder) for r in recs)
     if not found:
         where = ", ".join(str(f / "runs") for f in folders)
@@ -147,9 +128,9 @@ def save_baseline(results_dir: Path | str | list, out: Path | str, floor: float 
                       "seeds": sorted(runs), "metrics": metrics,
                       "data_fingerprint": recs[0].data_fingerprint, "images": images_digest(recs[0]),
                       "kernels": sorted({k for r in recs if (k := kernels(r))})}
-        scores = _keep_scores(key, runs, Path(out))
-        if scores:
-            cells[key]["scores"] = scores
+        kept = keep_sidecars(key, runs, Path(out))
+        if kept:
+            cells[key]["scores"], cells[key]["scores_sha256"] = kept
     baseline = {"schema": SCHEMA, "rdbench": __version__, "floor": floor,
                 "other_floor": floor if other_floor is None else max(floor, other_floor),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -278,17 +259,22 @@ def _expected(stats: dict, recs: list[RunRecord], tolerance: float | None, floor
 
 
 def check(baseline_file: Path | str, results_dir: Path | str, tolerance: float | None = None,
-          floor: float | None = None) -> list[Row]:
+          floor: float | None = None, notes: list[str] | None = None) -> list[Row]:
     """Compare fresh records with a baseline. All metrics are higher-is-better (AUROC, PRO): a fresh
     mean below the expected value by more than the tolerance is a regression. A rerun of the baseline's seeds on
     its kernels (``kernels``) is expected to give those seeds' values, within the floor; other runs are held to
     the spread of a seed over kernels or of the seeds (``_expected``). ``tolerance``, if given, replaces these.
-    A cell or metric of the baseline with no fresh value is MISSING (a failure, never a silent pass)."""
+    A cell or metric of the baseline with no fresh value is MISSING (a failure, never a silent pass). Every fresh
+    record and its sidecar, and the baseline's kept sidecars, must belong together (``rdbench.bench.sidecars``:
+    SidecarMismatch otherwise); ``notes`` gets what could not be verified."""
     baseline = load_baseline(baseline_file)
     cells = baseline["cells"]
     floor = baseline.get("floor", DEFAULT_FLOOR) if floor is None else floor
     other_floor = max(floor, baseline.get("other_floor", floor))
-    fresh = group_cells(read_records(Path(results_dir)))
+    check_kept(Path(baseline_file), cells)
+    records = read_records(Path(results_dir))
+    check_records(results_dir, records, notes)
+    fresh = group_cells(records)
     rows = []
     for key, cell in cells.items():
         recs = fresh.get(key, [])

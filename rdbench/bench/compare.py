@@ -1,13 +1,16 @@
 """``rdbench compare``: two folders of records (A, the reference, and B), cell by cell. A cell is a run's settings
 without its seed (``bench.baseline``'s grouping), its seeds pooled. Per cell and metric: A and B (means over seeds),
-B - A and a 95% interval of B - A from a paired bootstrap over the same test images, read from the records' scores
-sidecars; with >= 2 seeds on both sides the seeds are resampled too. For image AUROC, DeLong's p-value.
+B - A, a 95% interval of B - A from the records' scores sidecars and, for image AUROC, DeLong's p-value. Every
+sidecar is checked against its record first (``rdbench.bench.sidecars``): a pair that disagrees is an error, never
+a verdict.
 
-Paired: every run of a cell is scored on the same resampled images in each draw (one stratified multiplicity
-vector for all of them), so what the draw of test images does to both sides cancels and only their difference
-is left. With one seed on a side, that side's seed-to-seed spread is unknown and the interval covers the draw of
-test images only (``resampled`` says which). A change is significant only when its interval excludes 0; all
-metrics here are higher-is-better, so a significant change below 0 is a drop."""
+The interval is the hierarchical bootstrap of ``rdbench.bench.intervals``: per draw each side's seeds drawn with
+replacement, and one draw of the test images shared by every run (all scored the same images, so what that draw
+does to both sides cancels). Seed-to-seed training randomness moves these metrics by several points, so only an
+interval that includes it (>= 2 seeds on both sides) gives a verdict; with one seed on a side the interval covers
+the test images only, and the row is inconclusive (``Row.verdict``). A change is significant only when its interval
+excludes 0; all metrics here are higher-is-better, so a significant change below 0 is a drop. ``gate`` is what
+``--fail-on-regression`` judges: cells with >= ``--min-seeds`` seeds on both sides."""
 
 from __future__ import annotations
 
@@ -18,23 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from rdbench.bench.baseline import cell_label, group_cells, images_digest
-from rdbench.metrics import (
-    INTERVAL_METRICS,
-    ScoreSummary,
-    delong_test,
-    metric_values,
-    paired_bootstrap_diff,
-    resample_weights,
-)
+from rdbench.bench.intervals import SEEDS_AND_IMAGES, SUMMARY_NAMES, diff_interval
+from rdbench.bench.sidecars import SidecarMismatch, check_sidecar, not_recorded, record_file
+from rdbench.metrics import ScoreSummary, delong_test
 from rdbench.records.schema import RunRecord
 from rdbench.records.store import read_records, sidecar_of
 
-N_RESAMPLES, LEVEL, SEED = 1000, 0.95, 0  # seed 0: the draw of the records' own intervals (engine.evaluate)
+__all__ = ["SUMMARY_NAMES", "CompareError", "Row", "Run", "SidecarMismatch", "compare_dirs", "diff_interval", "gate",
+           "load_runs"]
 NO_SIDECAR = "no interval (record has no scores sidecar; rerun with this rdbench)"
-# record metric -> the ScoreSummary metric it is; novelty records name the sum score's metrics auroc/ap/f1_max
-# (engine.evaluate.NOVELTY_INTERVALS inverted, restated here: the report reads this module, never the engine)
-SUMMARY_NAMES = {**{m: m for m in INTERVAL_METRICS}, "auroc": "image_auroc", "ap": "image_ap",
-                 "f1_max": "image_f1_max"}
+MIN_SEEDS = 3  # seeds per side --fail-on-regression needs before it judges (--min-seeds)
 AUROC_METRICS = ("image_auroc", "auroc")  # the image score's AUROC: DeLong's test applies
 ORDER = ("image_auroc", "auroc", "pixel_auroc", "pro_rd4ad", "pro_mvtec", "pro_mvtec_full", "image_ap", "ap",
          "image_f1_max", "f1_max", "pixel_ap", "pixel_f1_max", "auroc_max")
@@ -55,9 +51,10 @@ class Run:
         return Path(self.record.record_path).name if self.record.record_path else self.record.config_hash
 
 
-def load_runs(results_dir: Path | str) -> dict[str, list[Run]]:
-    """The successful records of a folder by cell, each with its sidecar read (or why not), seeds in order."""
-    out = {}
+def load_runs(results_dir: Path | str, notes: list[str] | None = None) -> dict[str, list[Run]]:
+    """The successful records of a folder by cell, each with its sidecar read and checked against it (or why it has
+    none), seeds in order. SidecarMismatch when a pair disagrees; ``notes`` gets the records that kept no digest."""
+    out, unrecorded = {}, []
     for key, recs in group_cells(read_records(results_dir)).items():
         runs = []
         for r in sorted(recs, key=lambda r: r.config.seed):
@@ -66,10 +63,18 @@ def load_runs(results_dir: Path | str) -> dict[str, list[Run]]:
                 runs.append(Run(r, None, NO_SIDECAR))
                 continue
             try:
-                runs.append(Run(r, ScoreSummary.from_npz(side)))
+                summary, recorded = check_sidecar(r, side, record_file(r, results_dir))
+            except SidecarMismatch:
+                raise
             except (OSError, ValueError) as exc:
                 runs.append(Run(r, None, f"no interval (sidecar {side.name} unreadable: {exc})"))
+                continue
+            runs.append(Run(r, summary))
+            if not recorded:
+                unrecorded.append(f"{Path(results_dir).name}/runs/{record_file(r, results_dir).name}")
         out[key] = runs
+    if unrecorded and notes is not None:
+        notes.append(not_recorded(unrecorded))
     return out
 
 
@@ -84,10 +89,20 @@ class Row:
     seeds_b: list[int] = field(default_factory=list)
     low: float | None = None  # 95% interval of B - A
     high: float | None = None
-    resampled: str = ""  # "images" or "images, seeds"
+    resampled: str = ""  # "images" or "images, seeds" (intervals.IMAGES, SEEDS_AND_IMAGES)
     delong_p: float | None = None
     delong_note: str = ""
     note: str = ""  # why no interval (or no value)
+    verdict: str = ""  # what the row says: significant or not (seeds resampled), inconclusive (one seed), the note
+
+    @property
+    def seed_variance(self) -> bool:
+        """Whether the interval includes training randomness (seeds resampled), so it may give a verdict."""
+        return self.resampled == SEEDS_AND_IMAGES
+
+    @property
+    def interval(self) -> str:
+        return "" if self.low is None else "seeds and test images" if self.seed_variance else "test images only"
 
     @property
     def delta(self) -> float | None:
@@ -102,7 +117,41 @@ class Row:
         return self.significant and self.high < 0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "delta": self.delta, "significant": self.significant, "regression": self.regression}
+        return {**asdict(self), "delta": self.delta, "significant": self.significant, "regression": self.regression,
+                "seed_variance": self.seed_variance, "interval": self.interval}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def verdict(row: Row) -> str:
+    """A row's verdict. Only an interval with the seeds' spread judges; one seed on a side is inconclusive, however
+    far its images-only interval lies from 0."""
+    if row.low is None:
+        return row.note
+    na, nb = len(row.seeds_a), len(row.seeds_b)
+    if min(na, nb) < 2:
+        return ("inconclusive: one seed per side" if na == nb else
+                f"inconclusive: one seed in {'A' if na == 1 else 'B'} ({max(na, nb)} in {'B' if na == 1 else 'A'})")
+    return "DROP (significant)" if row.regression else "gain (significant)" if row.significant else "not significant"
+
+
+def gate(rows: list[Row], min_seeds: int = MIN_SEEDS) -> tuple[list[Row], list[str]]:
+    """What ``--fail-on-regression`` judges: (the significant drops of rows with >= ``min_seeds`` seeds on both
+    sides, a line per cell it cannot judge for want of seeds). ``min_seeds`` 1 judges one seed by its images-only
+    interval."""
+    drops, cannot = [], {}
+    for r in rows:
+        if r.low is None:
+            continue
+        na, nb = len(r.seeds_a), len(r.seeds_b)
+        if min(na, nb) < min_seeds:
+            cannot.setdefault(r.key, f"cannot judge: {r.cell} has {_plural(na, 'seed')} in A, {nb} in B; "
+                                     f"--fail-on-regression needs >= {min_seeds} per side (--min-seeds)")
+        elif r.regression:
+            drops.append(r)
+    return drops, list(cannot.values())
 
 
 def mismatch(ref: Run, other: Run) -> str | None:
@@ -116,28 +165,6 @@ def mismatch(ref: Run, other: Run) -> str | None:
             and not np.array_equal(ref.summary.labels, other.summary.labels)):
         return f"{ref.name} and {other.name} scored different test images (paths or labels differ)"
     return None
-
-
-def diff_interval(a: list[ScoreSummary], b: list[ScoreSummary], metric: str, n_resamples: int = N_RESAMPLES,
-                  seed: int = SEED, level: float = LEVEL) -> tuple[float, float, str]:
-    """(low, high, what was resampled) of mean(B) - mean(A) for a ScoreSummary metric. Each draw: one image
-    multiplicity vector for every run; with >= 2 seeds on both sides, each side's seeds drawn with replacement too
-    and averaged. One seed each: exactly ``paired_bootstrap_diff``."""
-    if len(a) == 1 and len(b) == 1:
-        iv = paired_bootstrap_diff(a[0], b[0], n_resamples, seed, level, [metric])[metric]
-        return iv.low, iv.high, "images"
-    w = resample_weights(a[0].labels, n_resamples, seed)
-    va, vb = (np.stack([metric_values(s, w, [metric])[metric] for s in side]) for side in (a, b))
-    seeds = len(a) >= 2 and len(b) >= 2
-    rng, cols = np.random.default_rng(seed + 1), np.arange(n_resamples)
-
-    def pooled(v: np.ndarray) -> np.ndarray:
-        if not seeds:
-            return v.mean(0)
-        return v[rng.integers(0, len(v), size=(len(v), n_resamples)), cols].mean(0)
-
-    low, high = np.nanquantile(pooled(vb) - pooled(va), [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high), "images, seeds" if seeds else "images"
 
 
 def _image_scores(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
@@ -187,7 +214,7 @@ def compare_cell(key: str, a: list[Run], b: list[Run], wanted: list[str] | None 
                   [r.record.config.seed for r in ra], [r.record.config.seed for r in rb])
         rows.append(row)
         if not ra or not rb:
-            row.note = f"no value in {'A' if not ra else 'B'}"
+            row.note = row.verdict = f"no value in {'A' if not ra else 'B'}"
             continue
         if m in AUROC_METRICS:
             row.delong_p, row.delong_note = delong(ra, rb)
@@ -201,13 +228,16 @@ def compare_cell(key: str, a: list[Run], b: list[Run], wanted: list[str] | None 
             row.note = f"no interval (the sidecars hold nothing for {m})"
         else:
             row.low, row.high, row.resampled = diff_interval([r.summary for r in ra], [r.summary for r in rb], name)
+        row.verdict = verdict(row)
     return rows
 
 
-def compare_dirs(a_dir: Path | str, b_dir: Path | str, metrics: list[str] | None = None) -> list[Row]:
+def compare_dirs(a_dir: Path | str, b_dir: Path | str, metrics: list[str] | None = None,
+                 notes: list[str] | None = None) -> list[Row]:
     """Every cell of A and B (a cell on one side only: one row saying so). CompareError, naming the records, when
-    a pair of cells differs in data or test images, or a requested metric is in no record."""
-    a, b = load_runs(a_dir), load_runs(b_dir)
+    a pair of cells differs in data or test images, or a requested metric is in no record; SidecarMismatch when a
+    record and its sidecar disagree. ``notes`` gets what could not be verified."""
+    a, b = load_runs(a_dir, notes), load_runs(b_dir, notes)
     if metrics:
         known = {m for side in (a, b) for runs in side.values() for r in runs for m in r.record.metrics}
         unknown = [m for m in metrics if m not in known]
@@ -218,8 +248,8 @@ def compare_dirs(a_dir: Path | str, b_dir: Path | str, metrics: list[str] | None
     for key in [*a, *(k for k in b if k not in a)]:
         if key not in a or key not in b:
             side = a.get(key) or b[key]
-            rows.append(Row(cell_label(side[0].record.config.to_dict()), key, "", None, None,
-                            note=f"cell only in {'A' if key in a else 'B'}"))
+            only = f"cell only in {'A' if key in a else 'B'}"
+            rows.append(Row(cell_label(side[0].record.config.to_dict()), key, "", None, None, note=only, verdict=only))
             continue
         problems = {p for r in a[key][1:] + b[key] if (p := mismatch(a[key][0], r))}
         if problems:

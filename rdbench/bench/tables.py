@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
+from rdbench.bench.intervals import seed_interval
 from rdbench.config import RunConfig
 from rdbench.data.mvtec import MVTEC_CATEGORIES as MVTEC_ALL  # noqa: F401 (the tables' name for the 15)
 from rdbench.data.mvtec import MVTEC_OBJECTS, MVTEC_TEXTURES  # noqa: F401
+from rdbench.metrics import ScoreSummary
 from rdbench.records.schema import RunRecord
 from rdbench.registry import PLUGINS_HINT, Registry, unknown_choice
 
@@ -89,9 +92,18 @@ class Cell:
     values: list[float] = field(default_factory=list)  # reproduced, percent, one per seed
     random_teacher: bool = False
     count: int | None = None  # for averages: how many cells entered it
-    # percent: the 95% interval over the test images (the record's metrics_ci) of a cell fed by one record; None
-    # for several seeds or an average (their interval would need the seeds' spread too)
+    # percent, the 95% interval of the cell's value: fed by >= 2 seeds, of their mean over seeds and test images
+    # (``ci_seeds``; bench.intervals, from the records' sidecars); fed by one record, its own interval over the test
+    # images (metrics_ci), which leaves training randomness out; None for an average or without sidecars
     ci: tuple[float, float] | None = None
+    ci_seeds: bool = False  # the interval includes the seeds' spread: only such a one is a verdict on the paper
+
+    @property
+    def paper_in_ci(self) -> bool | None:
+        """Whether the paper's value lies inside a seed-aware interval; None when there is none to judge by."""
+        if self.ci is None or not self.ci_seeds or self.paper is None:
+            return None
+        return self.ci[0] <= self.paper <= self.ci[1]
 
     @property
     def n(self) -> int:
@@ -147,12 +159,14 @@ class PaperTable:
         that cannot expand without its data (so ``grid`` leaves its runs out); a sweep must not drop it unsaid."""
         return []
 
-    def cells(self, grid: list[GridRun], records: list[RunRecord], source: str = "final") -> list[Cell]:
+    def cells(self, grid: list[GridRun], records: list[RunRecord], source: str = "final",
+              summaries: Callable[[RunRecord], ScoreSummary | None] | None = None) -> list[Cell]:
         """Cells of the table for the runs of ``grid`` found in ``records`` (matched by config hash;
         failed runs and runs of other settings never enter). Cells without runs have no values.
         ``source="best"`` takes each metric's best epoch on the test set (eval protocol "paper"),
         ``source="checkpoint"`` each run's one best checkpoint (``best_checkpoint``): OPTIMISTIC numbers, both,
-        shown apart and labelled so (``OPTIMISTIC_SOURCES``)."""
+        shown apart and labelled so (``OPTIMISTIC_SOURCES``). ``summaries``: a record's checked scores sidecar (or
+        None), for the seed-and-image interval of a cell fed by several seeds."""
         if source not in SOURCES:
             raise ValueError(unknown_choice("cell source", source, SOURCES))
         by_hash = {r.config_hash: r for r in records if r.ok}
@@ -161,7 +175,9 @@ class PaperTable:
             if (g.row, g.column) not in order:
                 order.append((g.row, g.column))
         out: dict[tuple[str, str, str], Cell] = {}
-        feeds: dict[tuple[str, str, str], list] = {}  # the interval (or None) of every value entering a cell
+        # per cell, of every value entering it: (the record's own interval or None, the record if the value is its
+        # own final metric, whose sidecar can then resample it, else None)
+        feeds: dict[tuple[str, str, str], list] = {}
         for row, column in order:
             for metric, _ in self.metrics:
                 out[(row, column, metric)] = Cell(row, column, metric, self.paper_value(row, column, metric))
@@ -185,13 +201,17 @@ class PaperTable:
                     cell.values.append(value)
                     cell.random_teacher |= rec.random_teacher
                     # the record's interval is that of its own metric: only where the value is that metric
-                    ci = rec.metrics_ci.get(metric) if source == "final" and g.score_layers is None else None
-                    same = ci and rec.metric(metric) is not None and value == 100.0 * rec.metric(metric)
+                    own = (source == "final" and g.score_layers is None and rec.metric(metric) is not None
+                           and value == 100.0 * rec.metric(metric))
+                    ci = rec.metrics_ci.get(metric) if own else None
                     feeds.setdefault((g.row, g.column, metric), []).append(
-                        (100.0 * ci[0], 100.0 * ci[1]) if same else None)
-        for key, cis in feeds.items():
-            if len(cis) == 1 and cis[0] is not None:
-                out[key].ci = cis[0]
+                        ((100.0 * ci[0], 100.0 * ci[1]) if ci else None, rec if own else None))
+        for key, fed in feeds.items():
+            if len(fed) == 1 and fed[0][0] is not None:
+                out[key].ci = fed[0][0]
+            elif len(fed) > 1 and summaries is not None and all(r is not None for _, r in fed):
+                ci = seed_interval([summaries(r) for _, r in fed], key[2])
+                out[key].ci, out[key].ci_seeds = (None, False) if ci is None else ((100 * ci[0], 100 * ci[1]), True)
         cells = list(out.values())
         columns = list(dict.fromkeys(c for _, c in order))
         for avg_row, members in self.average_rows().items():
@@ -252,7 +272,10 @@ def cells_frame(cells: list[Cell]):
     return pd.DataFrame([{"row": c.row, "column": c.column, "metric": c.metric, "paper": c.paper,
                           "reproduced": c.mean, "std": c.std, "n": c.n, "diff": c.diff,
                           "random_teacher": c.random_teacher, "cells_averaged": c.count,
-                          "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None} for c in cells])
+                          "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
+                          "ci_over": (None if not c.ci else "seeds and test images" if c.ci_seeds else
+                                      "test images only"),
+                          "paper_in_ci": c.paper_in_ci} for c in cells])
 
 
 def _fmt(v: float | None, width: int, digits: int = 1, sign: bool = False) -> str:

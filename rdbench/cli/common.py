@@ -111,10 +111,15 @@ def default_report_dir(results: Path) -> Path:
 
 
 def render(results: Path, out: Path | None = None, title: str | None = None, compare_to: Path | None = None) -> Path:
+    """The report of a results folder; exit 2 when a record and its scores sidecar disagree (the report would show
+    intervals of a sidecar that is not the record's)."""
+    from rdbench.bench.sidecars import SidecarMismatch
     from rdbench.report import render_report
 
     out = out or default_report_dir(results)
     try:
         return render_report(results, out, title=title, compare_to=compare_to)
+    except SidecarMismatch as exc:
+        fail(f"no report: {exc}")
     except OSError as exc:
         fail(f"cannot write the report to {out}: {exc}")

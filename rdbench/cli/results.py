@@ -122,12 +122,16 @@ def baseline_check(
     allow_stale: Annotated[bool, Opt(help="accept records made by other code than the running one (by default "
                                           "they fail the check: they would compare old code with the baseline)")]
     = False,
-    stat: Annotated[bool, Opt("--stat", help="a regression is a drop whose paired 95% interval (bootstrap over the "
-                                            "same test images) lies wholly below -floor; needs a baseline saved "
+    stat: Annotated[bool, Opt("--stat", help="a regression is a drop whose 95% interval (bootstrap over seeds and "
+                                            "the same test images) lies wholly below -floor; needs a baseline saved "
                                             "with scores sidecars")] = False,
+    min_seeds: Annotated[int, Opt("--min-seeds", min=1, help="--stat: seeds per side (fresh and baseline) the "
+                                                             "interval needs to judge; with fewer, that row falls "
+                                                             "back to the tolerance rule")] = 3,
 ) -> None:
     """Compare fresh records with a baseline; exit 1 on a regression beyond the tolerance (--stat: a drop whose
-    paired interval lies wholly below -floor), a missing cell, or a record not made by the running code."""
+    interval lies wholly below -floor), a missing cell, or a record not made by the running code; exit 2 when a
+    record and its scores sidecar (or the baseline and a sidecar it keeps) disagree."""
     from rdbench.bench.baseline import check, format_rows
     from rdbench.bench.baseline_stat import check_stat
     from rdbench.bench.reuse import short, stale_records
@@ -141,12 +145,16 @@ def baseline_check(
              f"checking them would check old code:\n{names}\nRerun them (rdbench reproduce ... --rerun stale), or "
              f"pass --allow-stale to check them anyway", code=1)
 
+    notes: list[str] = []
     try:
-        rows = (check_stat if stat else check)(baseline, results, tolerance=tolerance, floor=floor)
-    except (OSError, ValueError) as exc:
+        rows = (check_stat(baseline, results, tolerance=tolerance, floor=floor, min_seeds=min_seeds, notes=notes)
+                if stat else check(baseline, results, tolerance=tolerance, floor=floor, notes=notes))
+    except (OSError, ValueError) as exc:  # SidecarMismatch is a ValueError: exit 2, never a verdict
         fail(str(exc))
     bad = [r for r in rows if r.status in ("REGRESSION", "MISSING")]
     typer.echo(format_rows(rows, only_problems=not verbose and bool(bad)))
+    for note in notes:
+        typer.echo(f"note: {note}")
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "improved", "REGRESSION", "MISSING")}
     typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
     if bad:

@@ -58,6 +58,9 @@ class RunRecord:
     # the sidecar beside the record (``<record stem>.scores.npz``, rdbench.metrics.ScoreSummary): labels, image
     # scores and per-image pixel-score histograms, what `rdbench compare` needs without the models
     scores_file: str | None = None
+    # sha256 of the sidecar's bytes as written (store.write_record): a sidecar replaced or rewritten after its
+    # record is told apart from the record's own; None in records written before rdbench recorded it
+    scores_sha256: str | None = None
     per_image: dict[str, list] = field(default_factory=dict)  # columns: path, defect, label, score, ...
     loss_curve: list[float] = field(default_factory=list)  # mean training loss per epoch
     timings: dict[str, Any] = field(default_factory=dict)
@@ -162,7 +165,8 @@ class RunRecord:
 
 
 _OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "best_checkpoint",
-                      "model_path", "record_path", "traceback", "failed_epoch", "scores_file"}
+                      "model_path", "record_path", "traceback", "failed_epoch", "scores_file",
+                      "scores_sha256"}
 _OMITTED_WHEN_EMPTY = {"metrics", "metric_errors", "metrics_by_layers", "metrics_ci", "per_image", "loss_curve",
                        "timings", "counts",
                        "gallery", "environment", "data", "code", "untrained"}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rdbench.config import RunConfig
 from rdbench.records.schema import RecordError, RunRecord
@@ -37,10 +39,11 @@ def check_writable(folder: Path) -> None:
                       f"--results folder") from None
 
 
-def write_json(obj: Any, path: Path | str) -> Path:
-    """Write atomically: a temp file in the same folder, fsync, then rename over the target, so a
-    crash or a full disk never leaves a partial file and never damages an earlier one."""
-    path = Path(path)
+def _replace_atomically(path: Path, write: Callable[[IO], None], binary: bool = False) -> str | None:
+    """Write through ``write(file)`` into a temp file in the same folder, fsync, then rename over ``path``, so a
+    crash or a full disk never leaves a partial file and never damages an earlier one. ``binary``: returns the
+    sha256 of the temp file read back after the fsync, the very bytes the rename puts in place (a digest of the
+    stream as written would not do: zip writers such as np.savez seek back to fill in headers)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -48,17 +51,34 @@ def write_json(obj: Any, path: Path | str) -> Path:
         raise OSError(f"cannot write run records to {path.parent}: {exc.strerror}; choose a writable "
                       f"--results folder") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        digest = file_sha256(tmp) if binary else None
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are for sharing
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records and their sidecars are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return digest
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(obj: Any, path: Path | str) -> Path:
+    """Write atomically (``_replace_atomically``)."""
+    path = Path(path)
+    _replace_atomically(path, lambda f: json.dump(obj, f, indent=1, allow_nan=True))
     return path
 
 
@@ -76,21 +96,12 @@ def sidecar_of(record: RunRecord, results_dir: Path | str) -> Path | None:
 
 def write_record(record: RunRecord, path: Path | str) -> Path:
     """The record's JSON and, when it carries its scores (``record.scores``: anything with ``to_npz(file)``),
-    their sidecar first, so a record never names a sidecar that is not there."""
+    their sidecar first, so a record never names a sidecar that is not there; the record keeps the sidecar's
+    sha256 (``scores_sha256``), so a sidecar that is not the one written with it is told apart."""
     path = Path(path)
     if record.scores is not None:
         side = scores_path(path)
-        side.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                record.scores.to_npz(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, side)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        record.scores_sha256 = _replace_atomically(side, record.scores.to_npz, binary=True)
         record.scores_file = side.name
     return write_json(record.to_dict(), path)
 

@@ -19,6 +19,12 @@ from rdbench.bench.tables import (
 from rdbench.records.schema import RunRecord
 
 MISSING = "\u2014"  # a cell without runs: never 0
+INTERVAL_LEGEND = (
+    "[low, high]: the cell's 95% bootstrap interval. Fed by two or more seeds, of their mean, over seeds and test "
+    "images (from the runs' scores sidecars): \u2713 the paper's value lies inside it, \u2717 outside it. Fed by "
+    "one seed, \"(test images only)\": that run's interval over its test images, which leaves training randomness "
+    "out (it moves these metrics by several points from seed to seed), so it is no verdict on the paper and gets no "
+    "mark. Average rows have no interval.")
 LOWER_IS_BETTER = {"inference_time_s", "memory_mb"}
 DIGITS = {"inference_time_s": 3, "memory_mb": 0}
 
@@ -33,8 +39,10 @@ class CellView:
     missing: bool
     count: str  # average rows: "cells present/cells in the grid"
     title: str  # tooltip: the seeds' values
-    ci: str = ""  # "[low, high]": the 95% interval of a cell fed by one run (Cell.ci)
-    consistent: bool = False  # the paper's value lies inside that interval
+    ci: str = ""  # "[low, high]": the cell's 95% interval (Cell.ci)
+    ci_images_only: bool = False  # over one run's test images: training randomness left out, so no mark
+    consistent: bool = False  # the paper's value lies inside a seed-aware interval (\u2713)
+    inconsistent: bool = False  # ... outside it (\u2717)
 
 
 @dataclass
@@ -94,8 +102,8 @@ def cell_view(c: Cell, members: int | None) -> CellView:
                     random_teacher=c.random_teacher, missing=c.mean is None,
                     count="" if c.count is None else f"{c.count}/{members}",
                     title=(f"mean of {c.n} seeds: {seeds}" if c.n > 1 else "") if c.count is None else
-                    f"mean of {c.count} of {members} rows present", ci=ci,
-                    consistent=bool(c.ci) and c.paper is not None and c.ci[0] <= c.paper <= c.ci[1])
+                    f"mean of {c.count} of {members} rows present", ci=ci, ci_images_only=bool(c.ci) and not c.ci_seeds,
+                    consistent=c.paper_in_ci is True, inconsistent=c.paper_in_ci is False)
 
 
 def blocks(table: PaperTable, cells: list[Cell]) -> list[Block]:
@@ -178,12 +186,12 @@ def _table3_extra(feeding: list[RunRecord], profiles: list, profile_hint: str) -
 
 
 def _view(slug: str, table: PaperTable, opts: GridOptions, records: list[RunRecord], source: str,
-          profiles: list = ()) -> TableView:
+          profiles: list = (), summaries=None) -> TableView:
     grid = table.grid(opts)
     hashes = {g.config.hash() for g in grid}
     ok = {r.config_hash: r for r in records if r.ok and r.config_hash in hashes}
     failed = {r.config_hash for r in records if not r.ok} & (hashes - set(ok))
-    cells = table.cells(grid, records, source=source)
+    cells = table.cells(grid, records, source=source, summaries=summaries)
     notes = ([table.note] if table.note else []) + table.notes(opts)
     if source == "best":
         notes.insert(0, "OPTIMISTIC: each metric's own best epoch on the TEST set, so one cell's metrics may come "
@@ -200,9 +208,10 @@ def _view(slug: str, table: PaperTable, opts: GridOptions, records: list[RunReco
 
 
 def table_views(records: list[RunRecord], sweeps: list[tuple[str, GridOptions]], warn: list[str],
-                profiles: list = ()) -> tuple[list[TableView], list[str]]:
+                profiles: list = (), summaries=None) -> tuple[list[TableView], list[str]]:
     """One view per saved sweep (and its optimistic twin for eval protocol "paper"); without sweeps, every
-    table whose paper-default grid has a recorded run. Returns (views, notes about the choice)."""
+    table whose paper-default grid has a recorded run. Returns (views, notes about the choice). ``summaries``: a
+    record's checked scores sidecar (``rdbench.bench.sidecars.checked_loader``), for the seed-aware intervals."""
     notes: list[str] = []
     plan: list[tuple[PaperTable, GridOptions]] = []
     if sweeps:
@@ -241,7 +250,7 @@ def table_views(records: list[RunRecord], sweeps: list[tuple[str, GridOptions]],
             grids.add(grid)
             seen[table.key] += 1
             slug = f"table{table.key}" + (f"_{seen[table.key]}" if seen[table.key] > 1 else "")
-            views.append(_view(slug, table, opts, records, "final", profiles))
+            views.append(_view(slug, table, opts, records, "final", profiles, summaries))
             # a best epoch exists for a run's own metrics only, not for cells read from its layer subsets
             if opts.eval_protocol == "paper" and table.key != "3" and any(g.score_layers is None
                                                                          for g in table.grid(opts)):
@@ -267,18 +276,18 @@ def markdown(view: TableView) -> str:
             vals = [row]
             for c in cells:
                 vals += ["", "", ""] if c is None else [
-                    c.ours + (f" {c.ci}" if c.ci else "") + (" \u2713" if c.consistent else "")
+                    c.ours + (f" {c.ci}" if c.ci else "") + (" (test images only)" if c.ci_images_only else "")
+                    + (" \u2713" if c.consistent else " \u2717" if c.inconsistent else "")
                     + (" *" if c.random_teacher else "") + (f" (avg of {c.count})" if c.count else ""), c.paper,
                     c.diff]
             lines.append("| " + " | ".join(map(esc, vals)) + " |")
         lines.append("")
     if any(c.ci for c in view.cells):
-        lines.append("[low, high]: the 95% bootstrap interval over the test images of a cell fed by one run; "
-                     "\u2713: the paper's value lies inside it (consistent)")
+        lines.append(INTERVAL_LEGEND)
     if any(c.random_teacher for c in view.cells):
         lines.append("\\* fed by runs with a RANDOM teacher: not comparable with the paper")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DIGITS", "MISSING", "Block", "CellView", "TableView", "blocks", "cell_view", "describe_options",
-           "markdown", "table_views"]
+__all__ = ["DIGITS", "INTERVAL_LEGEND", "MISSING", "Block", "CellView", "TableView", "blocks", "cell_view",
+           "describe_options", "markdown", "table_views"]

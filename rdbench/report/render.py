@@ -113,17 +113,22 @@ def _figure(what: str, draw, records: list[RunRecord], warn: list[str]) -> str |
 def render_report(results_dir: Path | str, out_dir: Path | str, title: str | None = None,
                   compare_to: Path | str | None = None) -> Path:
     """Write ``out_dir/index.html`` (self-contained) and ``out_dir/tables/<table>.csv|.md``; return the page.
-    Unreadable records are skipped with a warning on stderr and on the page. ``compare_to``: a results folder A
-    this one (B) is compared with, in a section of its own (``rdbench.report.comparison``)."""
+    Unreadable records are skipped with a warning on stderr and on the page. A record whose scores sidecar
+    disagrees with it is SidecarMismatch before anything is written: its intervals would be another run's, and its
+    value is in doubt (``rdbench.bench.sidecars``). ``compare_to``: a results folder A this one (B) is compared
+    with, in a section of its own (``rdbench.report.comparison``)."""
     import jinja2
 
+    from rdbench.bench.sidecars import checked_loader
     from rdbench.report.comparison import comparison_view
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, sweeps, warn = load(results_dir)
+    summaries = checked_loader(results_dir, records, warn)
     profiles = load_profiles(results_dir, warn)
     speed = profile_views(profiles)
-    views, table_notes = table_views(records, sweeps, warn, profiles) if (records or sweeps) else ([], [])
+    views, table_notes = (table_views(records, sweeps, warn, profiles, summaries) if (records or sweeps)
+                          else ([], []))
     hist = _figure("score histograms", figures.score_histograms, records, warn)
     loss = _figure("loss curves", figures.loss_curves, records, warn)
     curves = _figure("metric curves", figures.metric_curves, records, warn)
