@@ -382,3 +382,26 @@ def test_final_evaluation_converts_the_trained_model_instead_of_copying_it(tiny_
     n = len(calls)
     exact = run_one(config.replace(exact_eval=True), tmp_path / "exact", progress=False)
     assert exact.ok and len(calls) == n
+
+
+def test_every_listener_of_a_run_keeps_the_hooks_signatures():
+    """train() and execute_run() call each TrainEvents hook with the base class's arguments; a subclass that
+    reuses a hook's name for something else (a Ray worker's own start event) would break every run it hears."""
+    import inspect
+
+    import rdbench.bench.golden  # noqa: F401 (the listeners rdbench has)
+    import rdbench.bench.progress  # noqa: F401
+    from rdbench.engine.train import TrainEvents
+
+    hooks = {n: inspect.signature(f) for n, f in vars(TrainEvents).items() if callable(f) and not n.startswith("_")}
+    subclasses, todo = [], list(TrainEvents.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        subclasses.append(cls)
+        todo += cls.__subclasses__()
+    assert len(subclasses) >= 3
+    for cls in subclasses:
+        for name, base in hooks.items():
+            if name in vars(cls):
+                got = inspect.signature(vars(cls)[name])
+                assert list(got.parameters) == list(base.parameters), f"{cls.__qualname__}.{name}{got} != {base}"

@@ -104,7 +104,7 @@ class Probe(TrainEvents):
         self.stages: dict[str, dict] = {}
         self.losses: list[float] = []
 
-    def started(self, model) -> None:
+    def model_ready(self, model) -> None:
         self.model = model  # trained in place: read again after the last epoch
         was = model.training
         model.eval()

@@ -53,7 +53,7 @@ class TrainEvents:
     """What a caller hears of a run while it trains (a sweep's progress bar, a Ray worker's reports to the
     driver). This base class hears nothing."""
 
-    def started(self, model: RDModel) -> None:
+    def model_ready(self, model: RDModel) -> None:
         """Training is about to start: ``model`` is on its device, as built (before a checkpoint is restored)."""
 
     def step(self, epoch: int, loss: torch.Tensor) -> None:
@@ -214,7 +214,7 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     result = TrainResult()
     start_epoch = 0
     if events is not None:
-        events.started(model)
+        events.model_ready(model)
     if resume and checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint, model, config)
         if state.get("kind") != "resume":
