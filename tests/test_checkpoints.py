@@ -154,3 +154,49 @@ def test_reproduce_rejects_bad_checkpoint_and_claim_options(tiny_mvtec, tmp_path
                            (["--checkpoint-dir", tmp_path], "--checkpoint-dir is for --executor ray")):
         res = _reproduce(tiny_mvtec, tmp_path / "res", *extra)
         assert res.exit_code == 2 and message in res.output, (extra, res.output)
+
+
+class _Kill(TrainEvents):
+    """Stands in for a killed process: an exception after epoch ``after``."""
+
+    def __init__(self, after: int):
+        self.after = after
+
+    def epoch(self, epoch: int, total: int) -> None:
+        if epoch == self.after:
+            raise RuntimeError("killed")
+
+
+def test_a_truncated_checkpoint_is_set_aside_and_the_run_starts_over(tiny_mvtec, tmp_path):
+    config = _config(tiny_mvtec, epochs=3)
+    killed = execute_run(config, tmp_path, progress=False, keep_model=False, checkpoint_every_s=0, events=_Kill(1))
+    resume_ckpt, _ = checkpoint_paths(tmp_path, config)
+    assert not killed.ok and resume_ckpt.is_file()
+    resume_ckpt.write_bytes(resume_ckpt.read_bytes()[:1000])  # a machine lost mid-write of an older rdbench
+    with pytest.warns(UserWarning, match="moved aside"):
+        rec = execute_run(config, tmp_path, progress=False, resume=True, keep_model=False, checkpoint_every_s=0)
+    assert rec.ok, rec.error
+    assert rec.timings["resumed_from_epoch"] == 0
+    assert resume_ckpt.with_name(resume_ckpt.name + ".corrupt").is_file()
+    straight = execute_run(config, tmp_path / "straight", progress=False, keep_model=False)
+    assert rec.loss_curve == straight.loss_curve and rec.metrics == straight.metrics
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed "
+                                                "writing file data/0: file write failed")])
+def test_a_failed_checkpoint_write_warns_leaves_no_temp_file_and_training_goes_on(tiny_mvtec, tmp_path,
+                                                                                 monkeypatch, error):
+    import torch
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"x" * 4096)  # part of the file reached the disk before it filled up
+        raise error
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning, match="not written"):
+        rec = execute_run(_config(tiny_mvtec, epochs=3), tmp_path, progress=False, keep_model=False,
+                          checkpoint_every_s=0)
+    assert rec.ok, rec.error
+    assert rec.timings["checkpoints"] == 0 and len(rec.loss_curve) == 3
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if ".tmp" in p.name]

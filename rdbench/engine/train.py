@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ PRELOAD_BUDGET_BYTES = 2 * 1024**3
 # The default (adaptive) checkpoint schedule keeps the time spent writing checkpoints within this share of the
 # training time: a wide_resnet50_2 checkpoint with Adam state is 1.04 GB, measured 1.4-3.4 s to write on a 2-core VM.
 CHECKPOINT_TIME_SHARE = 0.05
+
+
+class UnreadableCheckpoint(RuntimeError):
+    """A resume checkpoint that cannot be read (truncated, not a torch file): set aside, and the run starts over."""
 
 
 class TrainingError(RuntimeError):
@@ -149,10 +154,29 @@ def _save_checkpoint(path: Path, model: RDModel, opt: torch.optim.Optimizer, epo
              "carry": json.dumps(carry or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    nbytes = tmp.stat().st_size
-    os.replace(tmp, path)  # a checkpoint is never half-written, and there is one per run
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash never leaves a renamed, empty checkpoint
+        nbytes = tmp.stat().st_size
+        os.replace(tmp, path)  # a checkpoint is never half-written, and there is one per run
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep a ~1 GB partial file
+        raise
     return nbytes
+
+
+def _try_checkpoint(path: Path, *args) -> int | None:
+    """``_save_checkpoint``, or a warning and None when it cannot be written (a full disk, a lost mount): the run
+    goes on without it and keeps the previous checkpoint, which still resumes, from an earlier epoch. torch's
+    zip writer reports a failed write as RuntimeError, the file system as OSError."""
+    try:
+        return _save_checkpoint(path, *args)
+    except (OSError, RuntimeError) as exc:
+        warnings.warn(f"resume checkpoint {path} not written ({type(exc).__name__}: {exc}); training goes on, and an "
+                      "interruption would resume from the previous checkpoint (if any) or start over", stacklevel=2)
+        return None
 
 
 def save_model(path: Path, model: RDModel, config: RunConfig) -> None:
@@ -169,7 +193,7 @@ def load_checkpoint(path: Path, model: RDModel, config: RunConfig | None = None)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code from disk
     except Exception as exc:
-        raise TrainingError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise UnreadableCheckpoint(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if config is not None and state.get("config_hash") != config.hash():
         raise TrainingError(f"checkpoint {path} was written for another config (hash "
                             f"{state.get('config_hash')}, this run {config.hash()}); delete it or change --resume")
@@ -215,8 +239,15 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
     start_epoch = 0
     if events is not None:
         events.model_ready(model)
+    state = None
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, model, config)
+        try:
+            state = load_checkpoint(checkpoint, model, config)
+        except UnreadableCheckpoint as exc:  # set aside, not deleted (someone may want to look); not a failed run
+            aside = checkpoint.with_name(checkpoint.name + ".corrupt")
+            os.replace(checkpoint, aside)
+            warnings.warn(f"{exc}; moved aside to {aside.name}, training starts over", stacklevel=2)
+    if state is not None:
         if state.get("kind") != "resume":
             raise TrainingError(f"{checkpoint} is not a resume checkpoint (it has no optimiser state)")
         opt.load_state_dict(state["optimizer"])
@@ -271,8 +302,9 @@ def train(model: RDModel, dataset: Dataset, config: RunConfig, device: torch.dev
                 on_epoch(epoch + 1, mean)
             if checkpoint is not None and epoch + 1 < config.epochs and schedule.due(time.perf_counter()):
                 began = time.perf_counter()
-                nbytes = _save_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler, carry)
-                schedule.wrote(began, time.perf_counter(), nbytes)
+                nbytes = _try_checkpoint(checkpoint, model, opt, epoch + 1, result, generator, config, scaler, carry)
+                if nbytes is not None:
+                    schedule.wrote(began, time.perf_counter(), nbytes)
             if events is not None:
                 events.epoch(epoch + 1, config.epochs)
     result.seconds = time.perf_counter() - t0
