@@ -154,3 +154,45 @@ def test_report_names_categories_made_from_different_data(swept, tiny_mvtec):
     warned = identity_warnings([*recs, other])
     assert warned == ["records of one dataset were made from different data: mvtec/carpet (2 fingerprints); the "
                       "cells of these categories average runs on different bytes"]
+
+
+def test_presentation_edits_keep_the_code_fingerprint_and_numeric_edits_move_it(tmp_path, monkeypatch):
+    """Editing the report's CSS or a command's help must not make records stale or discard resume checkpoints
+    (both follow ``code_fingerprint``); editing the scoring must. Measured on a copy of the package."""
+    from rdbench.records import provenance
+
+    copy = tmp_path / "rdbench"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", copy)
+
+    def fingerprints() -> tuple[str, str]:
+        provenance.code_fingerprint.cache_clear()
+        provenance.presentation_fingerprint.cache_clear()
+        return provenance.code_fingerprint(), provenance.presentation_fingerprint()
+
+    try:
+        code, shown = fingerprints()
+        css = copy / "report" / "templates" / "report.css"
+        css.write_text(css.read_text() + "\n/* a wider table */\n")
+        cli = copy / "cli" / "golden.py"
+        cli.write_text(cli.read_text().replace("Run the float64 suite", "Run the suite of float64 runs"))
+        code2, shown2 = fingerprints()
+        assert code2 == code and shown2 != shown
+        scoring = copy / "engine" / "scoring.py"
+        scoring.write_text(scoring.read_text().replace("GAUSSIAN_TRUNCATE = 4.0", "GAUSSIAN_TRUNCATE = 4.5"))
+        assert fingerprints()[0] != code
+    finally:
+        monkeypatch.undo()
+        fingerprints()
+
+
+def test_records_keep_both_fingerprints_and_runs_shows_both(tiny_mvtec, tmp_path):
+    from rdbench.records.provenance import presentation_fingerprint
+
+    rec = run_one(_config(tiny_mvtec, epochs=0), tmp_path, progress=False, keep_model=False)
+    assert rec.code["fingerprint"] == code_fingerprint() and rec.code["presentation"] == presentation_fingerprint()
+    assert code_fingerprint() != presentation_fingerprint()
+    res = runner.invoke(app, ["runs", "--results", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    [row] = json.loads(res.stdout)
+    assert row["code"] == code_fingerprint()[:12] and row["presentation"] == presentation_fingerprint()[:12]

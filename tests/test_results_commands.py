@@ -59,14 +59,15 @@ def _rows(hashes):
     none = {"image_auroc": None, "pixel_auroc": None, "pro_rd4ad": None, "auroc": None}
     return [
         {"protocol": "fashionmnist", "category": "1", "backbone": "resnet18", "image_size": 32, "seed": 111,
-         "status": "ok", **none, "auroc": 0.93, "version": "0.1.0", "code": None, "data": None,
+         "status": "ok", **none, "auroc": 0.93, "version": "0.1.0", "code": None, "presentation": None, "data": None,
          "finished": "2024-04-30T09:00:00+00:00", "hash": hashes["fmnist"]},
         {"protocol": "mvtec", "category": "bottle", "backbone": "resnet18", "image_size": 256, "seed": 111,
-         "status": "failed", **none, "version": "0.2.0", "code": "f" * 12, "data": None,
+         "status": "failed", **none, "version": "0.2.0", "code": "f" * 12, "presentation": None, "data": None,
          "finished": "2024-05-01T11:00:00+00:00", "hash": hashes["bottle"]},
         {"protocol": "mvtec", "category": "carpet", "backbone": "resnet18", "image_size": 256, "seed": 111,
          "status": "ok", **none, "image_auroc": 0.9, "pixel_auroc": 0.95, "pro_rd4ad": 0.8, "version": "0.3.0",
-         "code": code_fingerprint()[:12], "data": DATA[:12], "finished": "2024-05-01T10:00:00+00:00",
+         "code": code_fingerprint()[:12], "presentation": None,
+         "data": DATA[:12], "finished": "2024-05-01T10:00:00+00:00",
          "hash": hashes["carpet"]},
     ]
 
@@ -81,14 +82,15 @@ def test_runs_lists_every_record(results):
     assert res.exit_code == 0, res.output
     lines = [line.split() for line in res.output.splitlines()]
     assert lines[0] == ["protocol", "category", "backbone", "image_size", "seed", "status", "image_auroc",
-                        "pixel_auroc", "pro_rd4ad", "auroc", "version", "code", "data", "finished", "hash"]
+                        "pixel_auroc", "pro_rd4ad", "auroc", "version", "code", "presentation", "data", "finished",
+                        "hash"]
     assert lines[1:] == [
-        ["fashionmnist", "1", "resnet18", "32", "111", "ok", "-", "-", "-", "0.9300", "0.1.0", "-", "-",
+        ["fashionmnist", "1", "resnet18", "32", "111", "ok", "-", "-", "-", "0.9300", "0.1.0", "-", "-", "-",
          "2024-04-30T09:00:00+00:00", hashes["fmnist"]],
-        ["mvtec", "bottle", "resnet18", "256", "111", "failed", "-", "-", "-", "-", "0.2.0", "f" * 12, "-",
+        ["mvtec", "bottle", "resnet18", "256", "111", "failed", "-", "-", "-", "-", "0.2.0", "f" * 12, "-", "-",
          "2024-05-01T11:00:00+00:00", hashes["bottle"]],
         ["mvtec", "carpet", "resnet18", "256", "111", "ok", "0.9000", "0.9500", "0.8000", "-", "0.3.0",
-         code_fingerprint()[:12], DATA[:12], "2024-05-01T10:00:00+00:00", hashes["carpet"]]]
+         code_fingerprint()[:12], "-", DATA[:12], "2024-05-01T10:00:00+00:00", hashes["carpet"]]]
 
 
 def test_json_round_trip(results):

@@ -12,7 +12,7 @@ from rdbench.records.schema import RunRecord
 # first three, novelty runs ``auroc``). Every metric stays in the record itself.
 MAIN_METRICS = ("image_auroc", "pixel_auroc", "pro_rd4ad", "auroc")
 KEY_COLUMNS = ("protocol", "category", "backbone", "image_size", "seed", "status")
-TAIL_COLUMNS = ("version", "code", "data", "finished", "hash")
+TAIL_COLUMNS = ("version", "code", "presentation", "data", "finished", "hash")
 SHORT = 12  # characters of a fingerprint shown (as `rdbench --version` and the sweeps' messages do)
 
 
@@ -42,7 +42,8 @@ def row(record: RunRecord) -> dict:
            "seed": c.seed, "status": record.status}
     out.update({m: record.metrics.get(m) for m in MAIN_METRICS})
     out.update({"version": code.get("version") or record.environment.get("rdbench"),
-                "code": _short(code.get("fingerprint")), "data": _short(_block(record, "data").get("fingerprint")),
+                "code": _short(code.get("fingerprint")), "presentation": _short(code.get("presentation")),
+                "data": _short(_block(record, "data").get("fingerprint")),
                 "finished": record.finished, "hash": record.config_hash})
     return out
 
@@ -65,4 +66,6 @@ def runs_frame(records: Iterable[RunRecord], status: str | None = None, stale: b
 
 def format_frame(frame) -> str:
     """The frame as aligned text, metrics to 4 decimals, a missing value as '-'."""
-    return frame.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}")
+    # a text column with no value at all (the presentation fingerprint of older records) prints as None otherwise
+    text = {c: "-" for c in TAIL_COLUMNS if c in frame}
+    return frame.fillna(text).to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}")

@@ -85,9 +85,16 @@ def environment(device: torch.device | None = None) -> dict:
     return env
 
 
-def _source_files() -> list[tuple[str, Path]]:
+# Code that shows numbers but cannot change them: the report (templates, CSS, figures) and the command line
+# (which builds configs, whose hash already says what a run was asked for). Editing it must not make records stale
+# or throw away resume checkpoints; it has a fingerprint of its own, kept in every record.
+PRESENTATION = ("rdbench/report/", "rdbench/cli/")
+
+
+def _source_files(presentation: bool = False) -> list[tuple[str, Path]]:
     """(name in the fingerprint, file) of the code that decides a run's numbers: the rdbench package and the
-    installed protocol modules, wherever they are installed (no git needed)."""
+    installed protocol modules, wherever they are installed (no git needed), without the presentation code
+    (``PRESENTATION``); ``presentation``: that code only."""
     import importlib.util
 
     roots = [("rdbench", PACKAGE_DIR)]
@@ -97,25 +104,38 @@ def _source_files() -> list[tuple[str, Path]]:
     out = []
     for name, root in roots:
         for path in sorted(root.rglob("*")):
-            if path.suffix in (".py", ".json", ".j2", ".css") and "__pycache__" not in path.parts:
-                out.append((f"{name}/{path.relative_to(root).as_posix()}", path))
+            rel = f"{name}/{path.relative_to(root).as_posix()}"
+            if path.suffix in (".py", ".json", ".j2", ".css") and "__pycache__" not in path.parts \
+                    and rel.startswith(PRESENTATION) == presentation:
+                out.append((rel, path))
     return out
+
+
+def _fingerprint(files: list[tuple[str, Path]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, path in files:
+        h.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
 
 
 @functools.cache
 def code_fingerprint() -> str:
-    """sha256 over (name, sha256 of the content) of every source file: equal code, equal fingerprint. Taken once
-    per process: the code that runs is the code imported, even if the files are edited during a sweep."""
-    import hashlib
+    """sha256 over (name, sha256 of the content) of every source file that can change a number (all but
+    ``PRESENTATION``): equal code, equal fingerprint. Staleness and checkpoint reuse follow it. Taken once per
+    process: the code that runs is the code imported, even if the files are edited during a sweep."""
+    return _fingerprint(_source_files())
 
-    h = hashlib.sha256()
-    for name, path in _source_files():
-        h.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()
+
+@functools.cache
+def presentation_fingerprint() -> str:
+    """The same over the presentation code (report and command line): recorded, never a reason to rerun."""
+    return _fingerprint(_source_files(presentation=True))
 
 
 def code_block() -> dict:
     """The ``code`` block of a record: what ran, whether or not it is a git checkout."""
     git = git_state()
-    return {"fingerprint": code_fingerprint(), "version": __version__, "git_commit": git["commit"],
-            "dirty": git["dirty"]}
+    return {"fingerprint": code_fingerprint(), "presentation": presentation_fingerprint(), "version": __version__,
+            "git_commit": git["commit"], "dirty": git["dirty"]}
