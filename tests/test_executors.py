@@ -209,6 +209,15 @@ def test_ray_sweep_equals_local_sweep(ray_cluster, tiny_mvtec, tmp_path):
     remote = ex.run_configs(grid, tmp_path / "ray", executor="ray", progress=False)
     for a, b in zip(local, remote):
         _same_numbers(a, b)
+    # the statistics came back too: every Ray record has its scores sidecar, written by the driver, and compare
+    # pairs the two sweeps image by image from them
+    from rdbench.bench.compare import compare_dirs
+    from rdbench.records.store import read_records, sidecar_of
+
+    kept = read_records(tmp_path / "ray")
+    assert len(kept) == 2 and all(r.scores_file and sidecar_of(r, tmp_path / "ray").is_file() for r in kept)
+    rows = [r for r in compare_dirs(tmp_path / "local", tmp_path / "ray") if r.metric == "image_auroc"]
+    assert len(rows) == 2 and all(r.low is not None and r.delta == 0 for r in rows)
 
 
 def test_ray_retries_a_dead_worker_but_never_an_exception(ray_cluster, tiny_mvtec, tmp_path, monkeypatch):
@@ -279,3 +288,25 @@ def test_ray_task_resumes_from_the_checkpoint_dir_after_its_worker_died(ray_clus
     assert "[1/1] mvtec/carpet resnet18 seed 7 (64 px) epoch 4/4 |" in err
     assert rec.model_path and rec.model_path.startswith(str(shared))  # kept where every worker sees it
     assert not list((shared / "checkpoints").glob("*.resume.pt"))  # removed on success
+
+
+def test_a_task_result_of_an_older_worker_is_still_a_record(tiny_mvtec):
+    """Workers may run another rdbench than the driver: a bare record dict (what older workers return) is read as
+    before, without scores; the current payload brings the summary back bit for bit."""
+    import io
+
+    import numpy as np
+
+    from rdbench.metrics import ScoreSummary
+    from rdbench.records.schema import RunRecord
+
+    rec = RunRecord.new(_config(tiny_mvtec))
+    rec.status = "ok"
+    old = ex.record_of_task(rec.to_dict(), "task 0")
+    assert old.config == rec.config and old.scores is None
+    summary = ScoreSummary(labels=np.array([0, 1, 1], np.int8), image_scores=np.array([0.1, 0.7, 0.4]))
+    buffer = io.BytesIO()
+    summary.to_npz(buffer)
+    new = ex.record_of_task({"record": rec.to_dict(), "scores_npz": buffer.getvalue()}, "task 0")
+    assert np.array_equal(new.scores.image_scores, summary.image_scores)
+    assert np.array_equal(new.scores.labels, summary.labels)

@@ -14,6 +14,7 @@ resumes from its checkpoint: always with ``local``; with ``ray`` when the worker
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from rdbench.bench.progress import InboxEvents, make_inbox, take_events
 from rdbench.bench.reuse import plan_reuse
 from rdbench.config import RunConfig
 from rdbench.engine.run import execute_run
+from rdbench.metrics import ScoreSummary
 from rdbench.records.schema import RunRecord
 from rdbench.records.store import check_writable
 from rdbench.registry import Registry, load_plugins
@@ -159,7 +161,9 @@ def run_in_task(config_dict: dict, threads: int | None, options: dict | None = N
     kept models go there, and a task interrupted or retried resumes from its checkpoint), ``keep_model``,
     ``checkpoint_every_s``, and ``inbox``/``index`` for progress reports to the driver. Without a checkpoint_dir
     the workdir is a local temp folder (workers share no filesystem with the driver): no resume checkpoints, no
-    kept model, and an interrupted task starts over. Only the record comes back."""
+    kept model, and an interrupted task starts over. What comes back: the record and its scores summary, as the
+    bytes of the sidecar the driver writes beside it (without them a Ray run would have no intervals, and
+    ``compare`` nothing to pair)."""
     o = options or {}
     if threads is not None:
         torch.set_num_threads(threads)
@@ -174,7 +178,24 @@ def run_in_task(config_dict: dict, threads: int | None, options: dict | None = N
                              checkpoint_every_s=o.get("checkpoint_every_s") if shared else float("inf"),
                              events=events)
     events.flush()
-    return record.to_dict()  # plain JSON types on the wire: driver and workers may run different rdbench
+    scores = None
+    if record.scores is not None:
+        buffer = io.BytesIO()
+        record.scores.to_npz(buffer)
+        scores = buffer.getvalue()
+    # plain JSON types and bytes on the wire: driver and workers may run different rdbench
+    return {"record": record.to_dict(), "scores_npz": scores}
+
+
+def record_of_task(result: Any, where: str) -> RunRecord:
+    """The record a Ray task returned, with its scores summary; a plain record dict is what a worker of an older
+    rdbench returns (no scores: its record gets no sidecar)."""
+    if isinstance(result, dict) and "record" in result and "config" not in result:
+        record = RunRecord.from_dict(result["record"], where=where)
+        if result.get("scores_npz"):
+            record.scores = ScoreSummary.from_npz(io.BytesIO(result["scores_npz"]))
+        return record
+    return RunRecord.from_dict(result, where=where)
 
 
 def _task_error(exc: Exception) -> tuple[str, str]:
@@ -232,7 +253,7 @@ def ray_executor(configs: list[RunConfig], results_dir: Path, sweep: Sweep, *, a
             for ref in ready:
                 i = refs[ref]
                 try:
-                    record = RunRecord.from_dict(ray.get(ref), where=f"the record of Ray task {i}")
+                    record = record_of_task(ray.get(ref), f"the record of Ray task {i}")
                 except Exception as exc:  # worker crash, task error, (de)serialisation: the sweep goes on
                     record = failed_record(configs[i], *_task_error(exc))
                 sweep.store(i, record)
