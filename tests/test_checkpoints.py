@@ -1,4 +1,4 @@
-"""Checkpoints at full scale (issue 11): the adaptive schedule, what a record says about its checkpoints, a
+"""Checkpoints at full scale: the adaptive schedule, what a record says about its checkpoints, a
 resumed "paper" run keeping its metric curve, and the disk estimate against the files really written."""
 
 from __future__ import annotations
