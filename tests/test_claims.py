@@ -1,5 +1,5 @@
 """Claims of runs in a results folder (rdbench.records.claims): exclusive, kept alive, taken over when stale,
-released whatever way a run ends; and how a sweep skips what another process claimed (issue 11)."""
+released whatever way a run ends; and how a sweep skips what another process claimed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the extended metrics (issue 13): AP and F1-max, PRO at the masks' resolution, bootstrap intervals,
+"""Tests of the extended metrics: AP and F1-max, PRO at the masks' resolution, bootstrap intervals,
 paired differences and DeLong's test, each against an independent oracle written here (sklearn, torch's
 interpolate, slow restatements of MVTec's PRO and of DeLong et al. 1988). Run with -s for the printed
 measurements (binning error, simulated agreement of DeLong and the paired bootstrap)."""

@@ -1,6 +1,6 @@
 """End-to-end fidelity: rdbench's whole evaluation (loader, transforms, inference copy, maps, smoothing, metrics) on
 an untrained model equals what the authors' own ``evaluation()`` computed on the same synthetic data
-(tests/data/official_evaluations.json, from shared/parity; how it was made: shared/parity/README.md)."""
+(tests/data/official_evaluations.json; how it was made: docs/parity.md, "The authors' own evaluation as the oracle")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parity with the authors' code: fingerprints measured on hq-deng/RD4AD (tests/data, from shared/parity)."""
+"""Parity with the authors' code: fingerprints measured on hq-deng/RD4AD (tests/data; docs/parity.md says how)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_first_training_step_exact_and_later_steps_close(pair):
 
 
 def test_param_counts_match_implementation_facts(pair):
-    # IMPLEMENTATION_FACTS.md: trainable parameters incl. the unused conv4/bn4
+    # the authors' parameter counts: trainable parameters incl. the unused conv4/bn4
     facts = {"resnet18": 15_908_480, "resnet34": 22_696_576, "resnet50": 55_044_096,
              "wide_resnet50_2": 92_195_328}
     ours, _ = pair

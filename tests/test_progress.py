@@ -1,5 +1,5 @@
 """The sweep's progress bar (rdbench.bench.progress): [k/N] and the run, its epoch, and an ETA that is the dry-run
-estimate until a run has finished and then follows the measured training rate (issue 11)."""
+estimate until a run has finished and then follows the measured training rate."""
 
 from __future__ import annotations
 

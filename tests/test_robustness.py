@@ -1,4 +1,4 @@
-"""Kill-and-resume, concurrent writers, and the failures a night-long sweep meets (issue 6)."""
+"""Kill-and-resume, concurrent writers, and the failures a night-long sweep meets."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_disk_full_is_an_error_and_earlier_records_stay(tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
 
 
-# --- sweeps at full scale (issue 11) -------------------------------------------------------------------------
+# --- sweeps at full scale ---------------------------------------------------------------------------------------
 
 def _sweep(data, results, *extra) -> list[str]:
     """Table 5 on carpet at 64 px: three small runs (its bottleneck variants)."""

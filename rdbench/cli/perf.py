@@ -93,7 +93,7 @@ def parity(
                    and r.get("dtype", "float32") == dtype]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             fail(f"cannot read official fingerprints {official}: {type(exc).__name__}: {exc}; expected the JSON "
-                 "list of records of shared/parity/official_fingerprints.json")
+                 "list of fingerprint records of tests/data/official_fingerprints.json")
     fp = fingerprint(backbone, seed=seed, input_shape=shape, input_seed=input_seed, dtype=dtype)
     typer.echo(json.dumps(fp, indent=1))
     if records is not None:

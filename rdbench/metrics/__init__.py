@@ -4,8 +4,8 @@ Pure functions on numpy arrays. Anomaly maps are ``N x H x W`` floats, ground-tr
 in {0, 1} (bool, int or float); a single ``H x W`` pair is treated as N = 1. Floating scores keep
 their dtype (comparisons within float32 are exact, and sorting float32 is twice as fast as float64);
 other scores become float64. Nothing is rounded here (the authors round to 3 decimals when printing:
-a reporting choice). Definitions follow the project's paper notes (IMPLEMENTATION_FACTS.md,
-"Scoring and metrics").
+a reporting choice). Each definition, and where it follows the authors' code rather than the paper, is in
+docs/parity.md ("The authors' own evaluation as the oracle", "Deliberate differences").
 
 Modules: ``auroc`` (image and pixel AUROC), ``pro`` (both PRO variants, at map or mask resolution), ``ap``
 (average precision and F1-max), ``bootstrap`` (intervals, paired differences, DeLong), ``checks`` (input

@@ -1,5 +1,5 @@
 """PRO (per-region overlap) up to an FPR limit, in its two definitions: MVTec AD's whole-set curve ("mvtec")
-and the authors' per-image 200-threshold curve ("rd4ad"). See IMPLEMENTATION_FACTS.md, "Scoring and metrics"."""
+and the authors' per-image 200-threshold curve ("rd4ad"); docs/parity.md says where each comes from."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Fingerprint of the model for a seed and input, in the format measured on the authors' code.
 
-``../shared/parity/README.md`` (copied to tests/data) describes how the official fingerprints were
-made; this module repeats exactly those steps on rdbench's model so the two can be compared.
+docs/parity.md ("Proof that the model is the authors'") describes how the official fingerprints in tests/data
+were made; this module repeats exactly those steps on rdbench's model so the two can be compared.
 """
 
 from __future__ import annotations

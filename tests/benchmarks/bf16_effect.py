@@ -1,4 +1,4 @@
-"""What bf16 autocast does to accuracy and speed, against the seed spread of float32 (issue 15, part 5).
+"""What bf16 autocast does to accuracy and speed, against the seed spread of float32.
 
     python tests/benchmarks/bf16_effect.py [--seeds 111,112,113] [--workdir DIR] [--json OUT]
 

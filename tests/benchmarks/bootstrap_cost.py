@@ -1,4 +1,4 @@
-"""What the extended metrics and their intervals cost on one realistic category (issue 13).
+"""What the extended metrics and their intervals cost on one realistic category.
 
     python tests/benchmarks/bootstrap_cost.py [--images 100] [--size 256] [--anomalous 0.3] [--resamples 1000]
                                               [--rounds 3] [--mask-size 0]
