@@ -22,6 +22,7 @@ from torchvision.datasets.utils import calculate_md5
 
 import rdbench.data.novelty as nov
 import rdbench.data.novelty.fashionmnist as fashion_module
+from rdbench.bench.golden_data import write_idx  # the one IDX writer (the golden suite writes its data with it)
 from rdbench.data.mvtec import DatasetError
 from rdbench.data.novelty import (
     CALTECH_MAX_NORMAL,
@@ -63,20 +64,6 @@ def _assert_layout_message(err: pytest.ExceptionInfo, *needles: str | Path) -> s
 
 
 # --------------------------------------------------------------------------------------------- writers
-
-
-def write_idx(path: Path, arr: np.ndarray) -> Path:
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
-             np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}  # fmt: skip
-    blob = bytes([0, 0, codes[arr.dtype], arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
-    blob += arr.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(blob)
-    else:
-        path.write_bytes(blob)
-    return path
 
 
 def _tiny_mnist_arrays() -> dict[str, np.ndarray]:

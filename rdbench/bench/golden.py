@@ -25,6 +25,7 @@ import torch
 
 from rdbench.bench.golden_data import write_all
 from rdbench.config import RunConfig
+from rdbench.engine.device import model_dtype
 from rdbench.engine.protocol import get_protocol
 from rdbench.engine.run import checkpoint_paths, execute_run
 from rdbench.engine.train import TrainEvents
@@ -109,7 +110,7 @@ class Probe(TrainEvents):
         was = model.training
         model.eval()
         with torch.no_grad():
-            x = self.images.to(next(model.parameters()).device, next(model.parameters()).dtype)
+            x = self.images.to(next(model.parameters()).device, model_dtype(model))
             t = model.teacher(x)
             emb = model.bottleneck(t)
             s = model.decoder(emb)

@@ -20,7 +20,9 @@ from rdbench.data.synthetic import make_synthetic
 # make-synthetic at 96 px, scored at 64 px: images and masks are resized as real MVTec AD images are (1024 -> 256),
 # and the masks' bilinear resize leaves grey edge pixels, some at 128 of 255 (the threshold's nearest neighbour)
 SYNTHETIC = {"categories": ("nut", "brick"), "n_train": 4, "n_test_good": 3, "n_test_bad": 5, "size": 96}
-IDX_CODES = {np.dtype(np.uint8): 0x08}
+# IDX's type codes (MNIST's format): every element type the format defines
+IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
+             np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
 
 
 def write_idx(path: Path, arr: np.ndarray) -> Path:

@@ -58,10 +58,10 @@ def check(
             typer.echo(f"MOVED  {m.describe()}")
         for m in broken:
             typer.echo(f"BROKEN {m.describe()} (these two cases must agree by construction)")
-        last = saved.get("history", [{}])[-1]
+        last, here = saved.get("history", [{}])[-1], gf.machine()
         typer.echo(f"{len(result.values) - len(bad)} of {len(result.values)} case(s) as in {path} (saved "
                    f"{last.get('date', '?')}: {last.get('reason', '?')}); {result.total_s:.1f} s on "
-                   f"{gf.machine()['cpu']} ({gf.machine()['kernels']}, {gf.machine()['threads']} thread(s))")
+                   f"{here['cpu']} ({here['kernels']}, {here['threads']} thread(s))")
     if moved or broken:
         if not as_json:
             typer.secho("the golden check failed: a change moved the numbers. If it is intended, re-save with "

@@ -22,6 +22,7 @@ from rdbench.engine.fast_step import adam, one_pixel_convolutions, reuse_heap
 from rdbench.engine.feature_cache import TeacherFeatureCache
 from rdbench.engine.losses import distillation_loss
 from rdbench.models.rd import RDModel, select_layers
+from rdbench.records.store import replace_atomically
 
 # Preloading the (deterministic, un-augmented) training set saves re-decoding and resizing every
 # image each epoch; above this budget the images are read per batch instead.
@@ -152,19 +153,11 @@ def _save_checkpoint(path: Path, model: RDModel, opt: torch.optim.Optimizer, epo
              "scaler": scaler.state_dict(),
              # as JSON text: metric values may be numpy floats, which a weights_only load refuses to unpickle
              "carry": json.dumps(carry or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename: a crash never leaves a renamed, empty checkpoint
-        nbytes = tmp.stat().st_size
-        os.replace(tmp, path)  # a checkpoint is never half-written, and there is one per run
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep a ~1 GB partial file
-        raise
-    return nbytes
+    # a checkpoint is never half-written (on disk before the rename, the temp file removed on a full disk), and
+    # there is one per run
+    replace_atomically(path, lambda f: torch.save(state, f), binary=True, what="checkpoints",
+                       where="--results or --checkpoint-dir folder")
+    return path.stat().st_size
 
 
 def _try_checkpoint(path: Path, *args) -> int | None:
@@ -183,10 +176,8 @@ def save_model(path: Path, model: RDModel, config: RunConfig) -> None:
     """The trained bottleneck and decoder with their config (no optimiser state: a third the size)."""
     state = {"kind": "model", "bottleneck": model.bottleneck.state_dict(), "decoder": model.decoder.state_dict(),
              "config": config.to_dict(), "config_hash": config.hash(), "teacher_weights": model.weights_info}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda f: torch.save(state, f), binary=True, what="trained models",
+                       where="--results or --checkpoint-dir folder")
 
 
 def load_checkpoint(path: Path, model: RDModel, config: RunConfig | None = None) -> dict:

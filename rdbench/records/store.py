@@ -39,23 +39,25 @@ def check_writable(folder: Path) -> None:
                       f"--results folder") from None
 
 
-def _replace_atomically(path: Path, write: Callable[[IO], None], binary: bool = False) -> str | None:
+def replace_atomically(path: Path, write: Callable[[IO], None], binary: bool = False, digest: bool = False,
+                       what: str = "run records", where: str = "--results folder") -> str | None:
     """Write through ``write(file)`` into a temp file in the same folder, fsync, then rename over ``path``, so a
-    crash or a full disk never leaves a partial file and never damages an earlier one. ``binary``: returns the
-    sha256 of the temp file read back after the fsync, the very bytes the rename puts in place (a digest of the
-    stream as written would not do: zip writers such as np.savez seek back to fill in headers)."""
+    crash or a full disk never leaves a partial file (the temp file is removed) and never damages an earlier one.
+    The one way rdbench replaces a file: records, sidecars, checkpoints, models. ``digest``: returns the sha256 of
+    the temp file read back after the fsync, the very bytes the rename puts in place (a digest of the stream as
+    written would not do: zip writers such as np.savez seek back to fill in headers). ``what``/``where`` name the
+    files and the option to change in the error of a folder that cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise OSError(f"cannot write run records to {path.parent}: {exc.strerror}; choose a writable "
-                      f"--results folder") from None
+        raise OSError(f"cannot write {what} to {path.parent}: {exc.strerror}; choose a writable {where}") from None
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        digest = file_sha256(tmp) if binary else None
+        sha = file_sha256(tmp) if digest else None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records and their sidecars are for sharing
@@ -63,7 +65,7 @@ def _replace_atomically(path: Path, write: Callable[[IO], None], binary: bool = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return digest
+    return sha
 
 
 def file_sha256(path: Path | str) -> str:
@@ -76,9 +78,9 @@ def file_sha256(path: Path | str) -> str:
 
 
 def write_json(obj: Any, path: Path | str) -> Path:
-    """Write atomically (``_replace_atomically``)."""
+    """Write atomically (``replace_atomically``)."""
     path = Path(path)
-    _replace_atomically(path, lambda f: json.dump(obj, f, indent=1, allow_nan=True))
+    replace_atomically(path, lambda f: json.dump(obj, f, indent=1, allow_nan=True))
     return path
 
 
@@ -101,7 +103,7 @@ def write_record(record: RunRecord, path: Path | str) -> Path:
     path = Path(path)
     if record.scores is not None:
         side = scores_path(path)
-        record.scores_sha256 = _replace_atomically(side, record.scores.to_npz, binary=True)
+        record.scores_sha256 = replace_atomically(side, record.scores.to_npz, binary=True, digest=True)
         record.scores_file = side.name
     return write_json(record.to_dict(), path)
 
