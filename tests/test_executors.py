@@ -310,3 +310,74 @@ def test_a_task_result_of_an_older_worker_is_still_a_record(tiny_mvtec):
     new = ex.record_of_task({"record": rec.to_dict(), "scores_npz": buffer.getvalue()}, "task 0")
     assert np.array_equal(new.scores.image_scores, summary.image_scores)
     assert np.array_equal(new.scores.labels, summary.labels)
+
+
+def test_an_interrupted_ray_driver_stores_what_finished_then_cancels(ray_cluster, tiny_mvtec, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Ctrl-C (or SIGTERM) while one task has finished and one still runs: the finished run's record is stored
+    before the other is cancelled, and the driver says how many of each."""
+    import time
+
+    finished = tmp_path / "finished"
+    real = ex.run_in_task
+
+    def task(config_dict, threads, options=None):
+        if config_dict["seed"] == 8:  # the run still going when the driver is interrupted
+            time.sleep(120)
+        out = real(config_dict, threads, options)
+        finished.touch()
+        return out
+
+    real_events = ex.take_events
+
+    def interrupt_once_finished(*args):
+        while not finished.exists():
+            time.sleep(0.1)
+        time.sleep(1.0)  # its result is ready on the driver's side
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "run_in_task", task)
+    monkeypatch.setattr(ex, "take_events", interrupt_once_finished)
+    configs = [_config(tiny_mvtec), _config(tiny_mvtec, seed=8)]
+    with pytest.raises(KeyboardInterrupt):
+        ex.run_configs(configs, tmp_path / "res", executor="ray", progress=False)
+    monkeypatch.setattr(ex, "take_events", real_events)
+    assert json.loads(record_path(tmp_path / "res", configs[0]).read_text())["status"] == "ok"
+    assert (tmp_path / "res" / "runs" / (record_path(tmp_path / "res", configs[0]).stem + ".scores.npz")).is_file()
+    assert not record_path(tmp_path / "res", configs[1]).exists()
+    assert "stored 1 run(s) that had finished, cancelling 1 still running" in capsys.readouterr().err
+
+
+def test_sigterm_is_an_interrupt_inside_the_driver_loop_only():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), ex._sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        import time
+
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_resume_checkpoint_outlives_a_record_that_could_not_be_stored(tiny_mvtec, tmp_path, monkeypatch):
+    """The checkpoint goes only once the record is stored: a crash in between (a full disk here) keeps the
+    training, and the next attempt resumes from it."""
+    from rdbench.engine import run as run_mod
+
+    config = _config(tiny_mvtec, epochs=3)
+    store = run_mod.store_record
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_mod, "store_record", full_disk)
+    with pytest.raises(OSError):
+        run_mod.run_one(config, tmp_path, progress=False, keep_model=False, checkpoint_every_s=0)
+    resume_ckpt, _ = run_mod.checkpoint_paths(tmp_path, config)
+    assert resume_ckpt.is_file()
+    monkeypatch.setattr(run_mod, "store_record", store)
+    rec = run_mod.run_one(config, tmp_path, progress=False, resume=True, keep_model=False, checkpoint_every_s=0)
+    assert rec.ok and rec.timings["resumed_from_epoch"] == 2
+    assert not resume_ckpt.exists() and not resume_ckpt.with_suffix(".identity.json").exists()

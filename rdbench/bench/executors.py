@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -30,7 +32,7 @@ from rdbench.bench.driver import Sweep, SweepSettings
 from rdbench.bench.progress import InboxEvents, make_inbox, take_events
 from rdbench.bench.reuse import plan_reuse
 from rdbench.config import RunConfig
-from rdbench.engine.run import execute_run
+from rdbench.engine.run import discard_checkpoint, execute_run
 from rdbench.metrics import ScoreSummary
 from rdbench.records.schema import RunRecord
 from rdbench.records.store import check_writable
@@ -144,6 +146,8 @@ def local_executor(configs: list[RunConfig], results_dir: Path, sweep: Sweep, *,
             record = execute_run(config, results_dir, progress=progress, resume=True, keep_model=s.keep_models,
                                  checkpoint_every_s=s.checkpoint_every_s, events=sweep.events(i))
             sweep.store(i, record)
+            if record.ok:  # only now: a crash before the record was stored resumes from the checkpoint
+                discard_checkpoint(results_dir, config)
 
 
 # --- ray ---------------------------------------------------------------------------------------------------
@@ -187,6 +191,30 @@ def run_in_task(config_dict: dict, threads: int | None, options: dict | None = N
     return {"record": record.to_dict(), "scores_npz": scores}
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the driver, ``kill``) raised as KeyboardInterrupt for the block, so the driver
+    stores what has finished before it goes, as on Ctrl-C. Only in the main thread, where Python handles signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def discard_in_task(checkpoint_dir: str, config_dict: dict) -> None:
+    """A small Ray task: remove a stored run's resume checkpoint from the shared ``checkpoint_dir``, which every
+    worker sees and the driver may not."""
+    discard_checkpoint(checkpoint_dir, RunConfig.from_dict(config_dict))
+
+
 def record_of_task(result: Any, where: str) -> RunRecord:
     """The record a Ray task returned, with its scores summary; a plain record dict is what a worker of an older
     rdbench returns (no scores: its record gets no sidecar)."""
@@ -221,6 +249,7 @@ def ray_executor(configs: list[RunConfig], results_dir: Path, sweep: Sweep, *, a
     # driver that the cluster doesn't offer would leave num_gpus=1 tasks unschedulable forever
     cluster_gpus = ray.cluster_resources().get("GPU", 0) > 0
     task = ray.remote(run_in_task)  # looked up per call, so a test can substitute the task body
+    discard = ray.remote(num_cpus=0)(discard_in_task)
     s = sweep.settings
     inbox = make_inbox(ray)
     shared = {"checkpoint_dir": s.checkpoint_dir, "keep_model": s.keep_models,
@@ -244,23 +273,43 @@ def ray_executor(configs: list[RunConfig], results_dir: Path, sweep: Sweep, *, a
         ref = task.options(max_retries=1, retry_exceptions=False, **opts).remote(config.to_dict(), n,
                                                                                  {**shared, "index": i})
         refs[ref] = i
-    remaining = list(refs)
+    remaining, cleanups, stored = list(refs), [], set()
+
+    def collect(ref: Any) -> None:
+        stored.add(ref)
+        i = refs[ref]
+        try:
+            record = record_of_task(ray.get(ref), f"the record of Ray task {i}")
+        except Exception as exc:  # worker crash, task error, (de)serialisation: the sweep goes on
+            record = failed_record(configs[i], *_task_error(exc))
+        sweep.store(i, record)
+        if record.ok and s.checkpoint_dir:  # its checkpoint goes once the record is stored, not before
+            with suppress(Exception):  # a lost cleanup costs disk, never a run
+                cleanups.append(discard.remote(s.checkpoint_dir, configs[i].to_dict()))
+
     try:
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1, timeout=RAY_POLL_S)
-            # before the results: a task's events are all in the inbox before its result is ready
-            sweep.progress.apply(take_events(ray, inbox))
-            for ref in ready:
-                i = refs[ref]
-                try:
-                    record = record_of_task(ray.get(ref), f"the record of Ray task {i}")
-                except Exception as exc:  # worker crash, task error, (de)serialisation: the sweep goes on
-                    record = failed_record(configs[i], *_task_error(exc))
-                sweep.store(i, record)
+        with _sigterm_as_interrupt():
+            while remaining:
+                ready, remaining = ray.wait(remaining, num_returns=1, timeout=RAY_POLL_S)
+                # before the results: a task's events are all in the inbox before its result is ready
+                sweep.progress.apply(take_events(ray, inbox))
+                for ref in ready:
+                    collect(ref)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what has finished is stored before the rest is cancelled
+        left = [r for r in refs if r not in stored]  # the ones a wait had returned but the loop not stored, too
+        done, remaining = ray.wait(left, num_returns=len(left), timeout=0) if left else ([], [])
+        for ref in done:
+            collect(ref)
+        print(f"interrupted: stored {len(done)} run(s) that had finished, cancelling {len(remaining)} still "
+              "running (a sweep started again resumes them from --checkpoint-dir, if given)", file=sys.stderr)
+        raise
     finally:
         for ref in remaining:  # interrupted or store failed: don't leave the cluster running orphans
             with suppress(Exception):
                 ray.cancel(ref, force=True)
+        if cleanups:
+            with suppress(Exception):
+                ray.wait(cleanups, num_returns=len(cleanups), timeout=10)
         if inbox is not None:
             with suppress(Exception):
                 ray.kill(inbox)

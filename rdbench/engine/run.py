@@ -31,6 +31,14 @@ def checkpoint_paths(results_dir: Path, config: RunConfig) -> tuple[Path, Path]:
     return folder / f"{stem}.resume.pt", folder / f"{stem}.model.pt"
 
 
+def discard_checkpoint(workdir: Path | str, config: RunConfig) -> None:
+    """Remove a run's resume checkpoint and its identity: called once its record is stored, never before (a crash
+    between the end of training and the record would otherwise lose the training)."""
+    resume_ckpt, _ = checkpoint_paths(Path(workdir), config)
+    resume_ckpt.unlink(missing_ok=True)
+    resume_ckpt.with_suffix(".identity.json").unlink(missing_ok=True)
+
+
 def data_block(config: RunConfig, cache: DigestCache | None = None) -> dict:
     """The record's ``data`` block: the fingerprint of every file the run reads (its protocol lists them)."""
     root, files = get_protocol(config.protocol).data_files(config)
@@ -101,14 +109,18 @@ def run_one(config: RunConfig, results_dir: Path | str = "results", progress: bo
     results_dir = Path(results_dir)
     check_writable(record_path(results_dir, config).parent)
     record = execute_run(config, results_dir, progress, resume, keep_model, checkpoint_every_s)
-    return store_record(record, results_dir)
+    record = store_record(record, results_dir)
+    if record.ok:
+        discard_checkpoint(results_dir, config)
+    return record
 
 
 def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, resume: bool = False,
                 keep_model: bool = True, checkpoint_every_s: float | None = None,
                 events: TrainEvents | None = None) -> RunRecord:
     """Train and evaluate; return the record without writing it (executors ship it to the driver).
-    ``workdir`` holds checkpoints and the trained model. ``checkpoint_every_s``: None is the adaptive schedule
+    ``workdir`` holds checkpoints and the trained model; the resume checkpoint stays until the caller has stored the
+    record and calls ``discard_checkpoint``. ``checkpoint_every_s``: None is the adaptive schedule
     of ``rdbench.engine.train.CheckpointSchedule``. Never raises for a failed run."""
     resume_ckpt, model_file = checkpoint_paths(Path(workdir), config)
     record = RunRecord.new(config)
@@ -182,8 +194,6 @@ def execute_run(config: RunConfig, workdir: Path | str, progress: bool = True, r
                           "checkpoint_bytes": fit.checkpoint_bytes}
         record.counts = {"train": len(train_set), "test": len(test_set), "test_anomalous": sum(ev.labels)}
         record.metric_errors = dict(ev.metric_errors or {})
-        resume_ckpt.unlink(missing_ok=True)
-        resume_ckpt.with_suffix(".identity.json").unlink(missing_ok=True)
     except Exception as exc:  # a failed run is a result too
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, torch.cuda.OutOfMemoryError):
