@@ -115,3 +115,31 @@ def test_the_sidecar_and_its_digest_are_written_atomically_and_kept_on_rewrite(t
     del raw["scores_sha256"]  # a record of an older rdbench: loads, and writes back without the key
     old = RunRecord.from_dict(raw)
     assert old.scores_sha256 is None and "scores_sha256" not in old.to_dict()
+
+
+def test_a_record_of_newer_rdbench_with_config_settings_this_one_lacks_loads_and_keeps_them(tmp_path):
+    """Newer code may add a RunConfig field: its records must not look corrupt here (a sweep would retrain and
+    overwrite them). They load, write the setting back, keep their own config hash, form cells of their own, and a
+    sweep of the config without the setting neither reuses nor overwrites them."""
+    from rdbench.bench.baseline import group_cells
+    from rdbench.bench.reuse import plan_reuse
+    from rdbench.records.store import record_path
+
+    config = RunConfig(data_root=str(tmp_path), category="carpet", backbone="resnet18", epochs=1)
+    plain = RunRecord.new(config)
+    plain.status = "ok"
+    newer = plain.to_dict()
+    newer["config"] = {**newer["config"], "ema_decay": 0.999}  # a setting this rdbench has never heard of
+    newer["config_hash"] = "0123456789abcdef"  # what the newer code hashed, the setting included
+    path = tmp_path / "runs" / f"mvtec_carpet_resnet18_{newer['config_hash']}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(newer))
+    rec = read_record(path)
+    assert rec.config == config and rec.config_unknown == {"ema_decay": 0.999}
+    assert rec.config_hash == "0123456789abcdef" != config.hash()
+    assert rec.to_dict()["config"]["ema_decay"] == 0.999  # round trip: nothing of the newer record is lost
+    plain.record_path = str(record_path(tmp_path, config))
+    assert len(group_cells([plain, rec])) == 2  # never pooled with runs that lack the setting
+    reuse = plan_reuse([config], tmp_path)
+    assert reuse.todo == [config] and not reuse.corrupt  # its own run is to do; the newer record stays untouched
+    assert record_path(tmp_path, config) != path

@@ -76,7 +76,11 @@ def group_cells(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     out: dict[str, list[RunRecord]] = {}
     for r in records:
         if r.ok:
-            out.setdefault(cell_key(r.config.to_dict()), []).append(r)
+            key = cell_key(r.config.to_dict())
+            if r.config_unknown:  # settings of a newer rdbench: not pooled with runs that lack them
+                key = hashlib.sha256(json.dumps([key, r.config_unknown], sort_keys=True,
+                                                default=str).encode()).hexdigest()[:16]
+            out.setdefault(key, []).append(r)
     return out
 
 

@@ -76,6 +76,9 @@ class RunRecord:
     failed_epoch: int | None = None
     untrained: bool = False  # epochs 0: the metrics are those of the freshly initialised model
     unknown: dict[str, Any] = field(default_factory=dict)  # keys of a newer schema, kept as they were
+    # settings of a newer rdbench's config that this RunConfig does not have: kept and written back; the record keeps
+    # its own config_hash, so it is never taken for (nor overwritten by) a run of the config without them
+    config_unknown: dict[str, Any] = field(default_factory=dict)
     # the run's ScoreSummary in memory (written as ``scores_file`` by the store, never into the JSON); it travels
     # with the record from a Ray worker to the driver
     scores: Any = field(default=None, repr=False, compare=False)
@@ -124,11 +127,11 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("unknown", "scores"):
+            if f.name in ("unknown", "scores", "config_unknown"):
                 continue
             value = getattr(self, f.name)
             if f.name == "config":
-                value = value.to_dict()
+                value = {**value.to_dict(), **self.config_unknown}
             elif value is None and f.name in _OMITTED_WHEN_NONE:
                 continue  # absent, as schema 1 wrote them: only runs that have one carry the key
             elif f.name in _OMITTED_WHEN_EMPTY and not value:
@@ -148,11 +151,18 @@ class RunRecord:
                               f"upgrade rdbench to read it")
         if d["status"] not in STATUSES:
             raise RecordError(f"{where}: status {d['status']!r} is not one of {', '.join(STATUSES)}")
+        raw = dict(d["config"]) if isinstance(d["config"], dict) else d["config"]
+        fields_of_config = {f.name for f in dataclasses.fields(RunConfig)}
+        newer = {k: v for k, v in raw.items() if k not in fields_of_config} if isinstance(raw, dict) else {}
+        # a newer rdbench's record: a whole config as rdbench writes it, with its own hash; anything else with keys
+        # this code does not know (a hand-edited or garbled file) is refused, naming them, as before
+        if newer and not ("config_hash" in d and {"protocol", "category", "backbone"} <= set(raw)):
+            newer = {}
         try:
-            config = RunConfig.from_dict(dict(d["config"]))
-        except (TypeError, ValueError) as exc:
+            config = RunConfig.from_dict({k: v for k, v in raw.items() if k not in newer})
+        except (TypeError, ValueError, AttributeError) as exc:
             raise RecordError(f"{where}: its config does not load: {exc}") from None
-        names = {f.name for f in dataclasses.fields(cls)} - {"config", "unknown", "scores"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"config", "unknown", "scores", "config_unknown"}
         known = {k: v for k, v in d.items() if k in names}
         for k in _OMITTED_WHEN_EMPTY:  # written as null by a few old failure paths
             if known.get(k) is None:
@@ -161,7 +171,7 @@ class RunRecord:
         known.setdefault("seed", config.seed)
         known["schema_version"] = version
         unknown = {k: v for k, v in d.items() if k not in names and k != "config"}
-        return cls(config=config, unknown=unknown, **known)
+        return cls(config=config, unknown=unknown, config_unknown=newer, **known)
 
 
 _OMITTED_WHEN_NONE = {"finished", "wall_s", "teacher_weights", "metric_curve", "best_epoch_metrics", "best_checkpoint",
